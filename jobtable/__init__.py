@@ -1,0 +1,45 @@
+"""jobtable: background jobs whose queue is a database table.
+
+A job type is a module in the jobs folder exposing ``run(params)``; jobs are rows
+of ``worker_jobs``, which is both the queue and the audit log. SQLite by default,
+PostgreSQL when many workers on many hosts share one database.
+"""
+
+from jobtable.client import JobTable
+from jobtable.cron import CronSchedule, parse_cron
+from jobtable.errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    InvalidCronError,
+    InvalidDataError,
+    InvalidJobError,
+    JobTableError,
+    MigrationError,
+    UnknownJobTypeError,
+)
+from jobtable.model import JobParams, JobStatus, WorkerJob, WorkerJobConfig
+from jobtable.settings import Settings, load_settings
+from jobtable.worker import Worker, run_worker
+
+__all__ = [
+    "ConfigError",
+    "CronSchedule",
+    "DatabaseUnavailableError",
+    "InvalidCronError",
+    "InvalidDataError",
+    "InvalidJobError",
+    "JobParams",
+    "JobStatus",
+    "JobTable",
+    "JobTableError",
+    "MigrationError",
+    "Settings",
+    "UnknownJobTypeError",
+    "Worker",
+    "WorkerJob",
+    "WorkerJobConfig",
+    "load_settings",
+    "parse_cron",
+    "run_worker",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""``python -m jobtable``: the command line."""
+
+from jobtable.cli import main
+
+main()

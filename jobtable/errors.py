@@ -1,0 +1,41 @@
+"""Errors raised by jobtable. Every error a user can cause is a ``JobTableError``."""
+
+from __future__ import annotations
+
+
+class JobTableError(Exception):
+    """Base class of every error jobtable raises on purpose."""
+
+
+class InvalidJobError(JobTableError, ValueError):
+    """A job configuration was rejected before anything was written."""
+
+
+class UnknownJobTypeError(InvalidJobError):
+    """The job type names no module in the jobs folder."""
+
+    def __init__(self, job_type: str, known: list[str]) -> None:
+        self.job_type = job_type
+        self.known = sorted(known)
+        listed = ", ".join(self.known) if self.known else "(none: the jobs folder is empty)"
+        super().__init__(f"unknown job type {job_type!r}; known job types: {listed}")
+
+
+class InvalidDataError(InvalidJobError, TypeError):
+    """Job data (or a job result) is not JSON-serialisable, or does not match the job's Data."""
+
+
+class InvalidCronError(InvalidJobError):
+    """A cron expression could not be parsed."""
+
+
+class DatabaseUnavailableError(JobTableError, ConnectionError):
+    """The database could not be reached."""
+
+
+class MigrationError(JobTableError):
+    """The database schema is missing or newer than this version of jobtable."""
+
+
+class ConfigError(JobTableError, ValueError):
+    """A setting has a value jobtable cannot use."""

@@ -1,0 +1,1 @@
+"""Built-in job types, registered in every jobs folder."""

@@ -1,0 +1,213 @@
+"""Plain data: a job row, a job configuration, what a job's ``run`` receives."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from jobtable.errors import InvalidDataError, InvalidJobError
+from jobtable.timeutil import require_aware, to_timedelta
+
+if TYPE_CHECKING:
+    from jobtable.client import JobTable
+
+JSON = Any
+AppT = TypeVar("AppT")
+
+DEFAULT_REMOVE_DELAY = timedelta(hours=1)
+DEFAULT_RETRY_DELAY = timedelta(seconds=0)
+CANCELLED_MESSAGE = "Job cancelled due to new job being created"
+
+
+class JobStatus(StrEnum):
+    """Where a row stands. Derived from its columns, never stored on its own."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+def dump_json(value: Any, what: str) -> str:
+    """Serialise ``value`` to JSON text, or raise ``InvalidDataError`` naming ``what``."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDataError(
+            f"{what} is not JSON-serialisable ({exc}); use dicts, lists, strings, numbers, "
+            "booleans and None"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJobConfig:
+    """What to schedule: a job type, who it is for, its data and its policies.
+
+    ``due`` must be an aware datetime (default: now). Delays take a ``timedelta``
+    or a number of seconds.
+    """
+
+    type: str
+    user_id: int = 0
+    data: dict[str, Any] | None = None
+    due: datetime | None = None
+    auto_reschedule_on_failure: bool = False
+    auto_reschedule_on_failure_delay: timedelta | float | None = None
+    remove_delay: timedelta | float | None = None
+
+    def validated(self) -> ValidConfig:
+        """Check every field and return the normalised form; raises ``InvalidJobError``."""
+        if not isinstance(self.type, str) or not self.type.isidentifier():
+            raise InvalidJobError(
+                f"job type must be a module name such as 'send_report', got {self.type!r}"
+            )
+        if isinstance(self.user_id, bool) or not isinstance(self.user_id, int):
+            raise InvalidJobError(
+                f"user_id must be an integer (0 = system), got {type(self.user_id).__name__}"
+            )
+        if not -(2**63) <= self.user_id < 2**63:
+            raise InvalidJobError(f"user_id must fit in 64 bits, got {self.user_id}")
+        data = {} if self.data is None else self.data
+        if not isinstance(data, dict):
+            raise InvalidDataError(
+                f"data must be a dict (a JSON object), got {type(data).__name__}")
+        data_json = dump_json(data, "data")
+        due = None if self.due is None else require_aware(self.due, "due")
+        retry_delay = to_timedelta(
+            self.auto_reschedule_on_failure_delay, "auto_reschedule_on_failure_delay"
+        )
+        remove_delay = to_timedelta(self.remove_delay, "remove_delay")
+        if not isinstance(self.auto_reschedule_on_failure, bool):
+            raise InvalidJobError("auto_reschedule_on_failure must be True or False")
+        return ValidConfig(
+            type=self.type,
+            user_id=self.user_id,
+            data=json.loads(data_json),
+            due=due,
+            auto_reschedule_on_failure=self.auto_reschedule_on_failure,
+            auto_reschedule_on_failure_delay=retry_delay or DEFAULT_RETRY_DELAY,
+            remove_delay=DEFAULT_REMOVE_DELAY if remove_delay is None else remove_delay,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ValidConfig:
+    """A ``WorkerJobConfig`` after validation: every field present and of the right type."""
+
+    type: str
+    user_id: int
+    data: dict[str, Any]
+    due: datetime | None
+    auto_reschedule_on_failure: bool
+    auto_reschedule_on_failure_delay: timedelta
+    remove_delay: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A row about to be inserted. Built by ``scheduling``; written by a ``Store``."""
+
+    type: str
+    user_id: int
+    data: dict[str, Any]
+    due: datetime
+    auto_reschedule_on_failure: bool
+    auto_reschedule_on_failure_delay_ms: int
+    remove_delay_ms: int
+    cron_schedule: str | None = None
+    cron_timezone: str | None = None
+    rescheduled_from_job: int | None = None
+    declared: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJob:
+    """One row of ``worker_jobs``, read-only.
+
+    ``attempts`` counts how often the row was claimed; it is also the claim's
+    fencing token: a worker may finish the row only while its token is current.
+    """
+
+    id: int
+    type: str
+    user_id: int
+    data: dict[str, Any]
+    due: datetime
+    started: datetime | None
+    finished: datetime | None
+    remove_at: datetime | None
+    success: bool | None
+    result: JSON
+    cron_schedule: str | None
+    cron_timezone: str | None
+    auto_reschedule_on_failure: bool
+    auto_reschedule_on_failure_delay: int
+    remove_delay: int
+    rescheduled_from_job: int | None
+    cancelled: bool
+    attempts: int
+    claimed_by: str | None
+    declared: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_cron(self) -> bool:
+        """True when this row belongs to a cron chain."""
+        return self.cron_schedule is not None
+
+    @property
+    def status(self) -> JobStatus:
+        """pending, running, succeeded, failed or cancelled."""
+        if self.finished is None:
+            return JobStatus.PENDING if self.started is None else JobStatus.RUNNING
+        if self.cancelled:
+            return JobStatus.CANCELLED
+        return JobStatus.SUCCEEDED if self.success else JobStatus.FAILED
+
+    @property
+    def error(self) -> str | None:
+        """The error message of a failed or cancelled job."""
+        if self.success is False and isinstance(self.result, dict):
+            err = self.result.get("error")
+            return None if err is None else str(err)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as JSON-ready values (timestamps in ISO-8601)."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        out["status"] = self.status.value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a claimed job ended, and the row that follows it (a retry or the next cron run)."""
+
+    job: WorkerJob
+    success: bool
+    result: JSON
+    follow_up: NewJob | None = None
+
+
+@dataclass(slots=True)
+class JobParams(Generic[AppT]):
+    """What a job's ``run(params)`` receives."""
+
+    app: AppT
+    log: logging.Logger
+    job: WorkerJob
+    jobtable: JobTable = field(repr=False)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """Shortcut for ``params.job.data``."""
+        return self.job.data

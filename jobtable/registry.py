@@ -1,0 +1,226 @@
+"""Job types: the modules of the jobs folder, found by file name, imported on demand.
+
+Nothing the database holds is ever imported: a row's ``type`` is only looked up
+in this registry, whose names come from the files of the jobs folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import pkgutil
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from jobtable.errors import ConfigError, InvalidJobError
+from jobtable.timeutil import to_timedelta
+
+BUILTIN_PACKAGE = "jobtable.jobs"
+_DIR_PACKAGE = "jobtable_user_jobs"
+
+
+@dataclass
+class JobType:
+    """One job type: its module once imported, or the error that stopped the import."""
+
+    name: str
+    origin: str
+    module: ModuleType | None = None
+    error: str | None = None
+    builtin: bool = False
+
+    @property
+    def run(self) -> Callable[[Any], Any] | None:
+        """The module's ``run`` callable, if it has one."""
+        fn = getattr(self.module, "run", None)
+        return fn if callable(fn) else None
+
+    @property
+    def is_async(self) -> bool:
+        """True when ``run`` is a coroutine function."""
+        return inspect.iscoroutinefunction(self.run)
+
+    @property
+    def timeout(self) -> timedelta | None:
+        """The module's ``TIMEOUT`` (seconds or timedelta), if any."""
+        return _setting(self.module, "TIMEOUT")
+
+    @property
+    def cron(self) -> str | None:
+        """The module's declared ``CRON`` schedule, if any."""
+        value = getattr(self.module, "CRON", None)
+        return value if isinstance(value, str) else None
+
+    @property
+    def cron_timezone(self) -> str | None:
+        """The time zone of the declared ``CRON`` (``CRON_TIMEZONE``), default UTC."""
+        value = getattr(self.module, "CRON_TIMEZONE", None)
+        return value if isinstance(value, str) else None
+
+    @property
+    def data_type(self) -> Any:
+        """The module's ``Data`` class (TypedDict, dataclass or pydantic model), if any."""
+        return getattr(self.module, "Data", None)
+
+    def declared_setting(self, name: str) -> Any:
+        """A module-level setting such as ``AUTO_RESCHEDULE_ON_FAILURE``."""
+        return getattr(self.module, name, None)
+
+
+def _setting(module: ModuleType | None, name: str) -> timedelta | None:
+    value = getattr(module, name, None)
+    if value is None:
+        return None
+    return to_timedelta(value, f"{name} of {getattr(module, '__name__', '?')}")
+
+
+@dataclass
+class Registry:
+    """Job types by name. Built from the built-in jobs plus the user's jobs folder."""
+
+    source: str | None
+    types: dict[str, JobType] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        """Every job type name, sorted."""
+        return sorted(self.types)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.types
+
+    def get(self, name: str) -> JobType | None:
+        """The job type called ``name``, imported on first use; None when unknown."""
+        jt = self.types.get(name)
+        if jt is not None and jt.module is None and jt.error is None:
+            with self._lock:
+                if jt.module is None and jt.error is None:
+                    _import(jt)
+        return jt
+
+    def load_all(self) -> list[JobType]:
+        """Import every job module now; return the ones that failed to import."""
+        broken = []
+        for name in self.names:
+            jt = self.get(name)
+            assert jt is not None
+            if jt.error is not None:
+                broken.append(jt)
+        return broken
+
+    def require(self, name: str) -> JobType:
+        """The job type called ``name``, or ``UnknownJobTypeError`` listing the known ones."""
+        from jobtable.errors import UnknownJobTypeError
+
+        jt = self.types.get(name)
+        if jt is None:
+            raise UnknownJobTypeError(name, self.names)
+        return jt
+
+
+def _import(jt: JobType) -> None:
+    try:
+        if jt.origin.endswith(".py") and Path(jt.origin).is_file():
+            module_name = f"{_DIR_PACKAGE}.{jt.name}"
+            spec = importlib.util.spec_from_file_location(module_name, jt.origin)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(module_name, None)
+                raise
+        else:
+            module = importlib.import_module(jt.origin)
+    except Exception as exc:
+        jt.error = _describe_import_error(jt, exc)
+        return
+    if not callable(getattr(module, "run", None)):
+        jt.error = f"{jt.origin}: job module has no run(params) function"
+        return
+    jt.module = module
+
+
+def _describe_import_error(jt: JobType, exc: Exception) -> str:
+    if isinstance(exc, SyntaxError):
+        return f"{exc.filename or jt.origin}:{exc.lineno}: SyntaxError: {exc.msg}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = next(
+        (f"{f.filename}:{f.lineno}" for f in reversed(frames) if f.filename == jt.origin),
+        jt.origin,
+    )
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _ensure_dir_package() -> None:
+    if _DIR_PACKAGE not in sys.modules:
+        pkg = ModuleType(_DIR_PACKAGE)
+        pkg.__path__ = []
+        sys.modules[_DIR_PACKAGE] = pkg
+
+
+def _scan_directory(path: Path) -> dict[str, str]:
+    found = {}
+    for file in sorted(path.glob("*.py")):
+        if file.stem.startswith("_") or not file.stem.isidentifier():
+            continue
+        found[file.stem] = str(file.resolve())
+    return found
+
+
+def _scan_package(dotted: str) -> dict[str, str]:
+    package = importlib.import_module(dotted)
+    paths = getattr(package, "__path__", None)
+    if paths is None:
+        raise ConfigError(f"jobs {dotted!r} is a module, not a package (a folder of job modules)")
+    return {
+        info.name: f"{dotted}.{info.name}"
+        for info in pkgutil.iter_modules(paths)
+        if not info.name.startswith("_") and not info.ispkg
+    }
+
+
+def discover(jobs: str | Path | None) -> Registry:
+    """Find job types: built-ins, then the modules of ``jobs`` (a folder or dotted package).
+
+    Discovery reads file names only; modules are imported on first use.
+    """
+    registry = Registry(source=None if jobs is None else str(jobs))
+    for name, origin in _scan_package(BUILTIN_PACKAGE).items():
+        registry.types[name] = JobType(name=name, origin=origin, builtin=True)
+    if jobs is None:
+        return registry
+    path = Path(jobs)
+    if path.is_dir():
+        _ensure_dir_package()
+        # Job modules import the user's own packages; make the project root importable.
+        root = str(path.resolve().parent)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        user = _scan_directory(path)
+    elif isinstance(jobs, str) and all(p.isidentifier() for p in jobs.split(".")):
+        try:
+            user = _scan_package(jobs)
+        except ImportError as exc:
+            raise ConfigError(
+                f"jobs {jobs!r} is neither a folder nor an importable package ({exc})"
+            ) from None
+    else:
+        raise ConfigError(f"jobs folder {str(jobs)!r} does not exist; create it or pass jobs=...")
+    for name, origin in user.items():
+        if name in registry.types:
+            raise InvalidJobError(
+                f"job module {origin} shadows the built-in job type {name!r}; rename the file"
+            )
+        registry.types[name] = JobType(name=name, origin=origin)
+    return registry

@@ -1,0 +1,127 @@
+"""Settings: explicit arguments, then ``JOBTABLE_*`` environment variables, then
+``[tool.jobtable]`` in the nearest pyproject.toml, then defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from jobtable.errors import ConfigError
+from jobtable.timeutil import parse_duration
+
+DEFAULT_DATABASE = "sqlite:///jobtable.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting jobtable reads. Durations accept seconds or '30s', '5m', '1h', '7d'."""
+
+    database: str = DEFAULT_DATABASE
+    jobs: str = "jobs"
+    app: str | None = None
+    log_level: str = "INFO"
+    concurrency: int = 10
+    processes: str = "1"
+    stale_limit: timedelta = timedelta(hours=1)
+    grace_period: timedelta = timedelta(seconds=30)
+    poll_interval: timedelta = timedelta(seconds=1)
+    rescue_after: timedelta = timedelta(seconds=30)
+    max_attempts: int = 4
+    cleanup_cron: str = "0 * * * * *"
+    failed_retention: timedelta = timedelta(days=7)
+    auto_migrate: bool = True
+    bindings: str | None = None
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """A copy with the given non-None values applied (after conversion)."""
+        clean = {k: _convert(k, v) for k, v in values.items() if v is not None}
+        return replace(self, **clean)
+
+
+_ENV = {
+    "database": ("JOBTABLE_DATABASE_URL", "JOBTABLE_DATABASE"),
+    "jobs": ("JOBTABLE_JOBS",),
+    "app": ("JOBTABLE_APP",),
+    "log_level": ("JOBTABLE_LOG_LEVEL", "WORKER_LOG_LEVEL"),
+    "concurrency": ("JOBTABLE_CONCURRENCY",),
+    "processes": ("JOBTABLE_WORKER_COUNT", "WORKER_COUNT"),
+    "stale_limit": ("JOBTABLE_STALE_LIMIT",),
+    "grace_period": ("JOBTABLE_GRACE_PERIOD",),
+    "poll_interval": ("JOBTABLE_POLL_INTERVAL",),
+    "rescue_after": ("JOBTABLE_RESCUE_AFTER",),
+    "max_attempts": ("JOBTABLE_MAX_ATTEMPTS",),
+    "cleanup_cron": ("JOBTABLE_CLEANUP_CRON",),
+    "failed_retention": ("JOBTABLE_FAILED_RETENTION",),
+    "auto_migrate": ("JOBTABLE_AUTO_MIGRATE",),
+    "bindings": ("JOBTABLE_BINDINGS",),
+}
+
+_FIELD_TYPES = {f.name: f.default for f in fields(Settings)}
+
+
+def _convert(name: str, value: Any) -> Any:
+    if name not in _FIELD_TYPES:
+        raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(_FIELD_TYPES))}")
+    default = _FIELD_TYPES[name]
+    try:
+        if isinstance(default, timedelta):
+            if isinstance(value, timedelta):
+                return value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return timedelta(seconds=value)
+            return parse_duration(str(value), name)
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true or false, got {value!r}")
+        if isinstance(default, int):
+            number = int(value)
+            if number < 1:
+                raise ValueError(f"must be at least 1, got {number}")
+            return number
+        return str(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"setting {name}: {exc}") from None
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest pyproject.toml at or above ``start`` (default: the working directory)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Resolve settings: ``overrides`` (None = unset) > environment > pyproject > defaults."""
+    values: dict[str, Any] = {}
+    pyproject = find_pyproject()
+    if pyproject is not None:
+        try:
+            table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("jobtable", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{pyproject}: cannot read [tool.jobtable]: {exc}") from None
+        for key, value in table.items():
+            values[key.replace("-", "_")] = value
+        if "jobs" in values and not Path(str(values["jobs"])).is_absolute():
+            candidate = pyproject.parent / str(values["jobs"])
+            if candidate.exists():
+                values["jobs"] = str(candidate)
+    for name, names in _ENV.items():
+        for env in names:
+            if os.environ.get(env):
+                values[name] = os.environ[env]
+                break
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings().with_overrides(**values)

@@ -1,0 +1,449 @@
+"""The storage interface: every database operation jobtable needs, one implementation per
+database. The rules that must hold atomically (cancel-then-insert, exclusive claim,
+fenced completion) are implemented here once, on top of a few dialect primitives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any, ClassVar, Protocol
+
+from jobtable import scheduling
+from jobtable.model import CANCELLED_MESSAGE, NewJob, Outcome, WorkerJob
+from jobtable.timeutil import utcnow
+
+Row = dict[str, Any]
+
+DEFAULT_STALE_LIMIT = timedelta(hours=1)
+DEFAULT_MAX_ATTEMPTS = 4
+ABANDONED_MESSAGE = (
+    "Job abandoned: its worker stopped responding during {attempts} attempts "
+    "(limit {limit}); not run again"
+)
+
+
+def load_queries(*names: str) -> dict[str, str]:
+    """Read named queries (``-- name: x`` headers) from the package's .sql files."""
+    queries: dict[str, str] = {}
+    for name in names:
+        text = resources.files("jobtable.store").joinpath(name).read_text()
+        for block in re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]:
+            header, _, body = block.partition("\n")
+            queries[header.strip()] = body.strip()
+    return queries
+
+
+def pair_key(job_type: str, user_id: int) -> int:
+    """A stable signed 64-bit key for a (type, user_id) pair, for advisory locks."""
+    digest = hashlib.blake2b(f"{job_type}\x00{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class Tx(Protocol):
+    """A write transaction: run named queries, get rows back as dicts."""
+
+    def q(self, name: str, **params: Any) -> list[Row]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A live worker process, from its heartbeat row."""
+
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    started: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RescueReport:
+    """What one rescue pass did."""
+
+    reset: list[int]
+    failed: list[int]
+
+
+class Store(ABC):
+    """One database. Thread-safe; share one per process."""
+
+    dialect: ClassVar[str]
+
+    def __init__(self, url: str, *, stale_limit: timedelta = DEFAULT_STALE_LIMIT) -> None:
+        self.url = url
+        self.stale_limit = stale_limit
+
+    # -- dialect primitives -------------------------------------------------
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A write transaction, serialised as the dialect needs."""
+
+    @abstractmethod
+    def read(self, sql: str, **params: Any) -> list[Row]:
+        """Run a read-only query (a name or raw SQL) outside any write transaction."""
+
+    @abstractmethod
+    def migrate(self) -> list[str]:
+        """Apply pending migrations, each in its own transaction; return their names."""
+
+    @abstractmethod
+    def applied_migrations(self) -> list[tuple[int, str]]:
+        """(version, name) of every applied migration."""
+
+    @abstractmethod
+    def pending_migrations(self) -> list[str]:
+        """Names of the migrations not yet applied."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    @abstractmethod
+    def to_job(self, row: Row) -> WorkerJob:
+        """A row as the database returned it, as a ``WorkerJob``."""
+
+    @abstractmethod
+    def _cancel_matching(self, tx: Tx, pairs: Sequence[tuple[str, int]], now: datetime) -> None:
+        """Cancel the matching pending jobs of each pair (caller holds the pair locks)."""
+
+    @abstractmethod
+    def _insert(self, tx: Tx, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+                now: datetime) -> list[Row]:
+        """Insert rows; the ``cancelled`` ones are written already cancelled."""
+
+    @abstractmethod
+    def _lock_pairs(self, tx: Tx, pairs: Sequence[tuple[str, int]]) -> None:
+        """Serialise schedulers of the same pairs until the transaction ends."""
+
+    @abstractmethod
+    def _finish(self, tx: Tx, outcomes: Sequence[Outcome], now: datetime) -> set[int]:
+        """Write outcomes whose fencing token is current; return the ids written."""
+
+    @abstractmethod
+    def _claim(self, tx: Tx, worker_id: str, limit: int, now: datetime,
+               max_attempts: int) -> list[Row]:
+        """Claim up to ``limit`` due pending rows for ``worker_id``."""
+
+    def _notify(self, tx: Tx, jobs: Sequence[NewJob]) -> None:  # noqa: B027 - optional hook
+        """Wake idle workers (PostgreSQL NOTIFY); a no-op where polling suffices."""
+
+    # -- scheduling ----------------------------------------------------------
+
+    def stale_cutoff(self, now: datetime) -> datetime:
+        """Rows started before this moment and still unfinished count as pending again."""
+        return now - self.stale_limit
+
+    def schedule(self, jobs: Sequence[NewJob]) -> list[WorkerJob]:
+        """Insert jobs, first cancelling matching pending jobs; all in one transaction.
+
+        Within a batch only the last job of each (type, user_id) stays pending; the
+        earlier ones are written already cancelled.
+        """
+        if not jobs:
+            return []
+        keep = scheduling.dedupe_batch(list(jobs))
+        pairs = sorted({(j.type, j.user_id) for j in jobs}, key=lambda p: pair_key(*p))
+        with self.transaction() as tx:
+            now = utcnow()
+            self._lock_pairs(tx, pairs)
+            self._cancel_matching(tx, pairs, now)
+            rows = self._insert(tx, jobs, [not k for k in keep], now)
+            self._notify(tx, jobs)
+        return [self.to_job(r) for r in rows]
+
+    def ensure_chain(self, job: NewJob) -> WorkerJob:
+        """Make sure exactly one chain of this cron job exists; start one if none does.
+
+        An unfinished row of the pair with the same schedule is the chain: it is kept.
+        Anything else matching is cancelled and a new first row inserted.
+        """
+        pairs = [(job.type, job.user_id)]
+        with self.transaction() as tx:
+            now = utcnow()
+            self._lock_pairs(tx, pairs)
+            stale = self.stale_cutoff(now)
+            for row in tx.q("unfinished_for_pair", type=job.type, user_id=job.user_id):
+                existing = self.to_job(row)
+                fresh = existing.started is None or existing.started >= stale
+                if (existing.cron_schedule == job.cron_schedule
+                        and existing.cron_timezone == job.cron_timezone
+                        and existing.data == job.data and fresh):
+                    return existing
+            self._cancel_matching(tx, pairs, now)
+            rows = self._insert(tx, [job], [False], now)
+            self._notify(tx, [job])
+        return self.to_job(rows[0])
+
+    def stop_undeclared_chains(self, declared: dict[str, str]) -> list[int]:
+        """Cancel pending declared-cron rows whose module no longer declares that schedule."""
+        stopped = []
+        with self.transaction() as tx:
+            now = utcnow()
+            for row in tx.q("undeclared_chains"):
+                job = self.to_job(row)
+                if declared.get(job.type) == job.cron_schedule or job.started is not None:
+                    continue
+                tx.q("cancel_by_id", id=job.id, now=self._t(now), stale=self._t(now),
+                     result=self._json({"error": "Job cancelled: its CRON declaration was "
+                                        "removed or changed"}))
+                stopped.append(job.id)
+        return stopped
+
+    def cancel_job(self, job_id: int, reason: str = "Job cancelled by request") -> bool:
+        """Cancel one pending job. Returns False when it is not pending."""
+        with self.transaction() as tx:
+            now = utcnow()
+            rows = tx.q("get_job", id=job_id)
+            if not rows:
+                return False
+            before = self.to_job(rows[0])
+            if before.finished is not None:
+                return False
+            tx.q("cancel_by_id", id=job_id, now=self._t(now),
+                 stale=self._t(self.stale_cutoff(now)), result=self._json({"error": reason}))
+            after = self.to_job(tx.q("get_job", id=job_id)[0])
+        return after.cancelled
+
+    # -- the worker's side ---------------------------------------------------
+
+    def claim(self, worker_id: str, limit: int,
+              max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[WorkerJob]:
+        """Atomically claim up to ``limit`` due pending jobs, earliest due first."""
+        if limit <= 0:
+            return []
+        with self.transaction() as tx:
+            rows = self._claim(tx, worker_id, limit, utcnow(), max_attempts)
+        jobs = [self.to_job(r) for r in rows]
+        jobs.sort(key=lambda j: (j.due, j.id))
+        return jobs
+
+    def complete(self, outcomes: Sequence[Outcome]) -> set[int]:
+        """Write outcomes in one transaction, with their follow-up rows.
+
+        An outcome is written only if its claim is still current (fencing); a late
+        write of a rescued job is refused. Returns the ids that were written.
+        """
+        if not outcomes:
+            return set()
+        follow = [o for o in outcomes if o.follow_up is not None]
+        pairs = sorted({(o.job.type, o.job.user_id) for o in follow},
+                       key=lambda p: pair_key(*p))
+        with self.transaction() as tx:
+            now = utcnow()
+            self._lock_pairs(tx, pairs)
+            written = self._finish(tx, outcomes, now)
+            next_jobs = [o.follow_up for o in follow if o.job.id in written]
+            if next_jobs:
+                jobs = [j for j in next_jobs if j is not None]
+                keep = scheduling.dedupe_batch(jobs)
+                self._cancel_matching(tx, sorted({(j.type, j.user_id) for j in jobs},
+                                                 key=lambda p: pair_key(*p)), now)
+                self._insert(tx, jobs, [not k for k in keep], now)
+                self._notify(tx, jobs)
+        return written
+
+    def next_due(self) -> datetime | None:
+        """The earliest ``due`` of a pending job, or None."""
+        rows = self.read("next_due")
+        return self._time(rows[0]["due"]) if rows else None
+
+    def heartbeat(self, worker_id: str, concurrency: int, pid: int) -> None:
+        """Record that this worker process is alive (registering it the first time)."""
+        with self.transaction() as tx:
+            tx.q("heartbeat", id=worker_id, host=socket.gethostname(), pid=pid,
+                 concurrency=concurrency, now=self._t(utcnow()))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove this worker's heartbeat row (clean shutdown)."""
+        with self.transaction() as tx:
+            tx.q("unregister_worker", id=worker_id)
+
+    def live_workers(self, within: timedelta) -> list[WorkerInfo]:
+        """Worker processes whose heartbeat is younger than ``within``."""
+        rows = self.read("live_workers", alive=self._t(utcnow() - within))
+        return [WorkerInfo(id=r["id"], host=r["host"], pid=r["pid"],
+                           concurrency=r["concurrency"], started=self._time(r["started"]),
+                           last_seen=self._time(r["last_seen"])) for r in rows]
+
+    def rescue(self, dead_after: timedelta,
+               max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> RescueReport:
+        """Make jobs of dead workers (and stale jobs) pending again, or fail them for good.
+
+        A job whose attempts reached ``max_attempts`` is failed instead of looping;
+        a cron job's chain still continues at its next occurrence.
+        """
+        with self.transaction() as tx:
+            now = utcnow()
+            rows = tx.q("abandoned", stale=self._t(self.stale_cutoff(now)),
+                        dead=self._t(now - dead_after))
+            reset, failed = [], []
+            to_fail: list[Outcome] = []
+            for job in (self.to_job(r) for r in rows):
+                if job.attempts >= max_attempts:
+                    error = ABANDONED_MESSAGE.format(attempts=job.attempts, limit=max_attempts)
+                    nxt = scheduling.follow_up(
+                        _without_retry(job), success=False, now=now)
+                    to_fail.append(Outcome(job=job, success=False,
+                                           result={"error": error, "exception": "Abandoned"},
+                                           follow_up=nxt))
+                else:
+                    tx.q("reset_claim", id=job.id, token=job.attempts, now=self._t(now))
+                    reset.append(job.id)
+            tx.q("delete_dead_workers", dead=self._t(now - dead_after))
+        if to_fail:
+            failed = sorted(self.complete(to_fail))
+        return RescueReport(reset=reset, failed=failed)
+
+    def cleanup(self, failed_retention: timedelta, keep_id: int = 0,
+                batch: int = 5000) -> int:
+        """Delete succeeded jobs past ``remove_at`` and failed/cancelled ones past retention.
+
+        Unfinished rows are never deleted. Works in batches so that a large backlog
+        never holds the write lock for long.
+        """
+        total = 0
+        while True:
+            with self.transaction() as tx:
+                now = utcnow()
+                n = self._delete_removable(tx, now, now - failed_retention, keep_id, batch)
+            total += n
+            if n < batch:
+                return total
+
+    @abstractmethod
+    def _delete_removable(self, tx: Tx, now: datetime, failed_before: datetime,
+                          keep_id: int, batch: int) -> int:
+        """Delete one batch of removable rows; return how many."""
+
+    # -- reading -------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> WorkerJob | None:
+        """One row by id."""
+        rows = self.read("get_job", id=job_id)
+        return self.to_job(rows[0]) if rows else None
+
+    def chain(self, job_id: int) -> list[WorkerJob]:
+        """The reschedule chain through ``job_id``: ancestors, the job, descendants."""
+        job = self.get_job(job_id)
+        if job is None:
+            return []
+        before: list[WorkerJob] = []
+        parent = job.rescheduled_from_job
+        while parent is not None and len(before) < 1000:
+            row = self.get_job(parent)
+            if row is None:
+                break
+            before.insert(0, row)
+            parent = row.rescheduled_from_job
+        after: list[WorkerJob] = []
+        current = job.id
+        while len(after) < 1000:
+            kids = [self.to_job(r) for r in self.read("children", id=current)]
+            if not kids:
+                break
+            after.extend(kids)
+            current = kids[-1].id
+        return [*before, job, *after]
+
+    def list_jobs(self, *, status: str | None = None, type: str | None = None,
+                  user_id: int | None = None, limit: int = 50, offset: int = 0,
+                  before_id: int | None = None) -> list[WorkerJob]:
+        """Jobs, newest first, filtered by status, type and user."""
+        where, params = self._status_filter(status)
+        if type is not None:
+            where.append("type = :type")
+            params["type"] = type
+        if user_id is not None:
+            where.append("user_id = :user_id")
+            params["user_id"] = user_id
+        if before_id is not None:
+            where.append("id < :before_id")
+            params["before_id"] = before_id
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        sql = f"SELECT * FROM worker_jobs {clause} ORDER BY id DESC LIMIT :limit OFFSET :offset"
+        rows = self.read(sql, limit=limit, offset=offset, **params)
+        return [self.to_job(r) for r in rows]
+
+    def count_jobs(self, *, status: str | None = None, type: str | None = None,
+                   user_id: int | None = None) -> int:
+        """How many jobs match the filters of ``list_jobs``."""
+        where, params = self._status_filter(status)
+        if type is not None:
+            where.append("type = :type")
+            params["type"] = type
+        if user_id is not None:
+            where.append("user_id = :user_id")
+            params["user_id"] = user_id
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = self.read(f"SELECT COUNT(*) AS n FROM worker_jobs {clause}", **params)
+        return int(rows[0]["n"])
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{type: {status: count}} over the whole table."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.read("count_by_status"):
+            out.setdefault(r["type"], {})[r["status"]] = int(r["n"])
+        return out
+
+    STATUS_SQL: ClassVar[dict[str, str]] = {
+        "pending": "finished IS NULL AND started IS NULL",
+        "running": "finished IS NULL AND started IS NOT NULL",
+        "succeeded": "finished IS NOT NULL AND success = TRUE",
+        "failed": "finished IS NOT NULL AND success = FALSE AND cancelled = FALSE",
+        "cancelled": "finished IS NOT NULL AND cancelled = TRUE",
+    }
+
+    def _status_filter(self, status: str | None) -> tuple[list[str], dict[str, Any]]:
+        if status is None:
+            return [], {}
+        if status not in self.STATUS_SQL:
+            from jobtable.errors import ConfigError
+
+            raise ConfigError(
+                f"unknown status {status!r}; use one of {', '.join(self.STATUS_SQL)}")
+        return [self.STATUS_SQL[status]], {}
+
+    # -- value conversion (overridden per dialect) ---------------------------
+
+    def _t(self, value: datetime | None) -> Any:
+        return value
+
+    def _time(self, value: Any) -> datetime:
+        assert isinstance(value, datetime)
+        return value
+
+    def _json(self, value: Any) -> Any:
+        return json.dumps(value)
+
+    def cancel_result(self) -> Any:
+        """The ``result`` of a job cancelled by a newer one."""
+        return self._json({"error": CANCELLED_MESSAGE})
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _without_retry(job: WorkerJob) -> WorkerJob:
+    from dataclasses import replace
+
+    return replace(job, auto_reschedule_on_failure=False)
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Slices of at most ``size`` items."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,210 @@
+"""PostgreSQL: many worker processes on many hosts, one database.
+
+Claims use ``FOR UPDATE SKIP LOCKED`` so concurrent workers take different rows
+without waiting; cancel-then-insert per (type, user_id) is serialised with a
+transaction-scoped advisory lock; batches travel as arrays in one statement.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from jobtable.errors import DatabaseUnavailableError, MigrationError
+from jobtable.model import NewJob, Outcome, WorkerJob
+from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries, pair_key
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_MIGRATION_LOCK = 0x6A6F627461626C65  # "jobtable": serialises concurrent migrators
+CHANNEL = "jobtable"
+
+
+def _psycopg_sql(sql: str) -> str:
+    return _PARAM.sub(r"%(\1)s", sql)
+
+
+_QUERIES = {k: _psycopg_sql(v)
+            for k, v in load_queries("queries.sql", "queries_postgres.sql").items()}
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+
+
+class _PgTx:
+    def __init__(self, conn: psycopg.Connection[Row]) -> None:
+        self.conn = conn
+
+    def q(self, name: str, **params: Any) -> list[Row]:
+        sql = _QUERIES.get(name) or _psycopg_sql(name)
+        cur = self.conn.execute(sql, params, prepare=True)
+        if cur.description is None:
+            return []
+        return cur.fetchall()
+
+
+class PostgresStore(Store):
+    """A ``Store`` on a PostgreSQL database, through a psycopg 3 connection pool."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, stale_limit: timedelta = DEFAULT_STALE_LIMIT,
+                 min_size: int = 1, max_size: int = 8, connect_timeout: float = 10.0) -> None:
+        super().__init__(url, stale_limit=stale_limit)
+        self.pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False, configure=_configure,
+            kwargs={"row_factory": dict_row, "autocommit": False},
+            connection_class=psycopg.Connection[Row], timeout=connect_timeout,
+            reconnect_timeout=0,
+        )
+        try:
+            self.pool.open(wait=True, timeout=connect_timeout)
+        except Exception as exc:
+            self.pool.close()
+            raise DatabaseUnavailableError(
+                f"cannot connect to PostgreSQL at {_safe(url)}: {_first_line(exc)}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PgTx]:
+        with self.pool.connection() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+    def read(self, sql: str, **params: Any) -> list[Row]:
+        with self.pool.connection() as conn:
+            return _PgTx(conn).q(sql, **params)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- migrations ------------------------------------------------------------
+
+    def _migration_files(self) -> list[tuple[int, str, str]]:
+        folder = resources.files("jobtable.store").joinpath("migrations", "postgres")
+        out = []
+        for entry in folder.iterdir():
+            if entry.name.endswith(".sql"):
+                version = int(entry.name.split("_", 1)[0])
+                out.append((version, entry.name.removesuffix(".sql"), entry.read_text()))
+        return sorted(out)
+
+    _TRACKING = ("CREATE TABLE IF NOT EXISTS jobtable_migrations (version integer PRIMARY KEY, "
+                 "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+
+    def applied_migrations(self) -> list[tuple[int, str]]:
+        with self.pool.connection() as conn:
+            exists = conn.execute("SELECT to_regclass('jobtable_migrations') AS t").fetchone()
+            if not exists or exists["t"] is None:
+                return []
+            rows = conn.execute(
+                "SELECT version, name FROM jobtable_migrations ORDER BY version").fetchall()
+        return [(int(r["version"]), str(r["name"])) for r in rows]
+
+    def pending_migrations(self) -> list[str]:
+        done = {v for v, _ in self.applied_migrations()}
+        return [name for v, name, _ in self._migration_files() if v not in done]
+
+    def migrate(self) -> list[str]:
+        applied = []
+        files = self._migration_files()
+        known = {v for v, _, _ in files}
+        for version, name, sql in files:
+            with self.pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                conn.execute(self._TRACKING)
+                done = {int(r["version"]) for r in
+                        conn.execute("SELECT version FROM jobtable_migrations").fetchall()}
+                if done - known:
+                    raise MigrationError(
+                        f"the database has migrations {sorted(done - known)} this jobtable "
+                        "does not know; upgrade jobtable")
+                if version in done:
+                    continue
+                conn.execute(sql.encode())
+                conn.execute("INSERT INTO jobtable_migrations (version, name) VALUES (%s, %s)",
+                             (version, name))
+            applied.append(name)
+        return applied
+
+    # -- primitives ------------------------------------------------------------
+
+    def _json(self, value: Any) -> Any:
+        return Jsonb(value)
+
+    def to_job(self, row: Row) -> WorkerJob:
+        return WorkerJob(**{k: row[k] for k in WorkerJob.__dataclass_fields__})
+
+    def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
+        if pairs:
+            tx.q("lock_pairs", keys=[pair_key(t, u) for t, u in pairs])
+
+    def _cancel_matching(self, tx: Any, pairs: Sequence[tuple[str, int]], now: datetime) -> None:
+        if pairs:
+            tx.q("cancel_matching_many", types=[p[0] for p in pairs],
+                 user_ids=[p[1] for p in pairs], now=now, stale=self.stale_cutoff(now),
+                 result=self.cancel_result())
+
+    def _insert(self, tx: Any, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+                now: datetime) -> list[Row]:
+        rows: list[Row] = tx.q(
+            "insert_many", now=now, cancel_result=self.cancel_result(),
+            types=[j.type for j in jobs], user_ids=[j.user_id for j in jobs],
+            datas=[Jsonb(j.data) for j in jobs], dues=[j.due for j in jobs],
+            cron_schedules=[j.cron_schedule for j in jobs],
+            cron_timezones=[j.cron_timezone for j in jobs],
+            auto_reschedules=[j.auto_reschedule_on_failure for j in jobs],
+            retry_delays=[j.auto_reschedule_on_failure_delay_ms for j in jobs],
+            remove_delays=[j.remove_delay_ms for j in jobs],
+            rescheduled_froms=[j.rescheduled_from_job for j in jobs],
+            declareds=[j.declared for j in jobs], cancelleds=list(cancelled))
+        rows.sort(key=lambda r: r["id"])
+        return rows
+
+    def _notify(self, tx: Any, jobs: Sequence[NewJob]) -> None:
+        earliest = min(j.due for j in jobs)
+        tx.q("notify", payload=f"{earliest.timestamp():.6f}")
+
+    def _claim(self, tx: Any, worker_id: str, limit: int, now: datetime,
+               max_attempts: int) -> list[Row]:
+        rows: list[Row] = tx.q("claim", worker=worker_id, limit=limit, now=now,
+                               stale=self.stale_cutoff(now), max_attempts=max_attempts)
+        return rows
+
+    def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> set[int]:
+        rows = tx.q(
+            "finish_many", now=now, ids=[o.job.id for o in outcomes],
+            tokens=[o.job.attempts for o in outcomes],
+            successes=[o.success for o in outcomes],
+            results=[Jsonb(o.result) for o in outcomes],
+            remove_ats=[now + timedelta(milliseconds=o.job.remove_delay) if o.success else None
+                        for o in outcomes])
+        return {int(r["id"]) for r in rows}
+
+    def _delete_removable(self, tx: Any, now: datetime, failed_before: datetime,
+                          keep_id: int, batch: int) -> int:
+        cur = tx.conn.execute(_QUERIES["delete_removable"], {
+            "now": now, "failed_before": failed_before, "keep": keep_id, "batch": batch})
+        return int(cur.rowcount)
+
+    def _time(self, value: Any) -> datetime:
+        assert isinstance(value, datetime)
+        return value.astimezone(UTC)
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

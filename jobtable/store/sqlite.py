@@ -1,0 +1,261 @@
+"""SQLite: one file, one writer at a time.
+
+WAL lets readers run beside the writer; every write is ``BEGIN IMMEDIATE`` so that
+a transaction takes the write lock up front instead of failing to upgrade later;
+a busy timeout plus a retry loop keep ``database is locked`` from reaching users.
+One connection per process, guarded by a lock: SQLite serialises writers anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jobtable.errors import DatabaseUnavailableError, MigrationError
+from jobtable.model import NewJob, Outcome, WorkerJob
+from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries
+from jobtable.timeutil import format_sqlite, parse_sqlite
+
+_QUERIES = load_queries("queries.sql", "queries_sqlite.sql")
+_BUSY_TIMEOUT_MS = 30_000
+_LOCK_RETRIES = 50
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of ``sqlite:///relative.db`` or ``sqlite:////absolute.db``."""
+    for prefix in ("sqlite:///", "sqlite://"):
+        if url.startswith(prefix):
+            return url[len(prefix):] or "jobtable.db"
+    return url
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def q(self, name: str, **params: Any) -> list[Row]:
+        cur = self.conn.execute(_QUERIES.get(name, name), params)
+        if cur.description is None:
+            return []
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+class SqliteStore(Store):
+    """A ``Store`` on one SQLite file."""
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str, *, stale_limit: timedelta = DEFAULT_STALE_LIMIT) -> None:
+        super().__init__(url, stale_limit=stale_limit)
+        self.path = sqlite_path(url)
+        parent = Path(self.path).parent
+        if not parent.exists():
+            raise DatabaseUnavailableError(
+                f"cannot open SQLite database {self.path!r}: folder {str(parent)!r} does not exist")
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None,
+                                         check_same_thread=False, timeout=_BUSY_TIMEOUT_MS / 1000)
+            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailableError(
+                f"cannot open SQLite database {self.path!r}: {exc}") from None
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    def _retry(self, fn: Any) -> Any:
+        for attempt in range(_LOCK_RETRIES):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or attempt == _LOCK_RETRIES - 1:
+                    raise
+                time.sleep(min(0.5, 0.01 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SqliteTx]:
+        with self._lock:
+            if self._depth:
+                yield _SqliteTx(self._conn)
+                return
+            self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            self._depth += 1
+            try:
+                yield _SqliteTx(self._conn)
+            except BaseException:
+                self._depth -= 1
+                self._conn.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            try:
+                self._retry(lambda: self._conn.execute("COMMIT"))
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def read(self, sql: str, **params: Any) -> list[Row]:
+        with self._lock:
+            return self._retry(lambda: _SqliteTx(self._conn).q(sql, **params))  # type: ignore[no-any-return]
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap wake-up signal."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- migrations ------------------------------------------------------------
+
+    def _migration_files(self) -> list[tuple[int, str, str]]:
+        folder = resources.files("jobtable.store").joinpath("migrations", "sqlite")
+        out = []
+        for entry in folder.iterdir():
+            if entry.name.endswith(".sql"):
+                version = int(entry.name.split("_", 1)[0])
+                out.append((version, entry.name.removesuffix(".sql"), entry.read_text()))
+        return sorted(out)
+
+    def applied_migrations(self) -> list[tuple[int, str]]:
+        with self._lock:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS jobtable_migrations (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            rows = self._conn.execute(
+                "SELECT version, name FROM jobtable_migrations ORDER BY version").fetchall()
+        return [(int(v), str(n)) for v, n in rows]
+
+    def pending_migrations(self) -> list[str]:
+        done = {v for v, _ in self.applied_migrations()}
+        return [name for v, name, _ in self._migration_files() if v not in done]
+
+    def migrate(self) -> list[str]:
+        applied = []
+        files = self._migration_files()
+        known = {v for v, _, _ in files}
+        for version, name, sql in files:
+            with self.transaction() as tx:
+                done = {v for v, _ in self._applied_in(tx)}
+                newer = done - known
+                if newer:
+                    raise MigrationError(
+                        f"the database has migrations {sorted(newer)} this jobtable does not "
+                        "know; upgrade jobtable")
+                if version in done:
+                    continue
+                for statement in _split_sql(sql):
+                    tx.conn.execute(statement)
+                tx.conn.execute(
+                    "INSERT INTO jobtable_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, format_sqlite(datetime.now().astimezone())))
+            applied.append(name)
+        return applied
+
+    def _applied_in(self, tx: _SqliteTx) -> list[tuple[int, str]]:
+        tx.conn.execute(
+            "CREATE TABLE IF NOT EXISTS jobtable_migrations (version INTEGER PRIMARY KEY, "
+            "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        return [(int(v), str(n)) for v, n in tx.conn.execute(
+            "SELECT version, name FROM jobtable_migrations").fetchall()]
+
+    # -- primitives ------------------------------------------------------------
+
+    def _t(self, value: datetime | None) -> Any:
+        return None if value is None else format_sqlite(value)
+
+    def _time(self, value: Any) -> datetime:
+        result = parse_sqlite(value)
+        assert result is not None
+        return result
+
+    def to_job(self, row: Row) -> WorkerJob:
+        return WorkerJob(
+            id=row["id"], type=row["type"], user_id=row["user_id"],
+            data=json.loads(row["data"]), due=self._time(row["due"]),
+            started=parse_sqlite(row["started"]), finished=parse_sqlite(row["finished"]),
+            remove_at=parse_sqlite(row["remove_at"]),
+            success=None if row["success"] is None else bool(row["success"]),
+            result=None if row["result"] is None else json.loads(row["result"]),
+            cron_schedule=row["cron_schedule"], cron_timezone=row["cron_timezone"],
+            auto_reschedule_on_failure=bool(row["auto_reschedule_on_failure"]),
+            auto_reschedule_on_failure_delay=row["auto_reschedule_on_failure_delay"],
+            remove_delay=row["remove_delay"], rescheduled_from_job=row["rescheduled_from_job"],
+            cancelled=bool(row["cancelled"]), attempts=row["attempts"],
+            claimed_by=row["claimed_by"], declared=bool(row["declared"]),
+            created_at=self._time(row["created_at"]), updated_at=self._time(row["updated_at"]),
+        )
+
+    def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
+        pass  # BEGIN IMMEDIATE already serialises every writer
+
+    def _cancel_matching(self, tx: Any, pairs: Sequence[tuple[str, int]], now: datetime) -> None:
+        result = self.cancel_result()
+        stale = self._t(self.stale_cutoff(now))
+        for job_type, user_id in pairs:
+            tx.q("cancel_matching", type=job_type, user_id=user_id, now=self._t(now),
+                 stale=stale, result=result)
+
+    def _insert(self, tx: Any, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+                now: datetime) -> list[Row]:
+        rows = []
+        t = self._t(now)
+        for job, cancel in zip(jobs, cancelled, strict=True):
+            rows.extend(tx.q(
+                "insert", type=job.type, user_id=job.user_id, data=json.dumps(job.data),
+                due=self._t(job.due), cron_schedule=job.cron_schedule,
+                cron_timezone=job.cron_timezone,
+                auto_reschedule_on_failure=job.auto_reschedule_on_failure,
+                auto_reschedule_on_failure_delay=job.auto_reschedule_on_failure_delay_ms,
+                remove_delay=job.remove_delay_ms, rescheduled_from_job=job.rescheduled_from_job,
+                declared=job.declared, finished=t if cancel else None,
+                success=False if cancel else None, cancelled=cancel,
+                result=self.cancel_result() if cancel else None, now=t))
+        return rows
+
+    def _claim(self, tx: Any, worker_id: str, limit: int, now: datetime,
+               max_attempts: int) -> list[Row]:
+        rows: list[Row] = tx.q("claim", worker=worker_id, limit=limit, now=self._t(now),
+                               stale=self._t(self.stale_cutoff(now)), max_attempts=max_attempts)
+        return rows
+
+    def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> set[int]:
+        written = set()
+        t = self._t(now)
+        for o in outcomes:
+            remove_at = (self._t(now + timedelta(milliseconds=o.job.remove_delay))
+                         if o.success else None)
+            if tx.q("finish", id=o.job.id, token=o.job.attempts, success=o.success,
+                    result=json.dumps(o.result), remove_at=remove_at, now=t):
+                written.add(o.job.id)
+        return written
+
+    def _delete_removable(self, tx: Any, now: datetime, failed_before: datetime,
+                          keep_id: int, batch: int) -> int:
+        cur = tx.conn.execute(_QUERIES["delete_removable"], {
+            "now": self._t(now), "failed_before": self._t(failed_before), "keep": keep_id,
+            "batch": batch})
+        return int(cur.rowcount)
+
+
+def _split_sql(sql: str) -> list[str]:
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

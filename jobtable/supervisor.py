@@ -1,0 +1,122 @@
+"""Runs N worker processes, restarts one that dies, and fans out stop signals."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+log = logging.getLogger("jobtable.supervisor")
+PARENT_ENV = "JOBTABLE_SUPERVISOR_PID"
+
+
+def resolve_processes(value: str | int) -> int:
+    """``cpus`` or a positive integer."""
+    from jobtable.errors import ConfigError
+
+    if isinstance(value, str) and value.strip().lower() in ("cpus", "auto"):
+        return max(1, len(os.sched_getaffinity(0)))
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(
+            f"processes must be a positive integer or 'cpus', got {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"processes must be a positive integer or 'cpus', got {value!r}")
+    return number
+
+
+@dataclass
+class _Child:
+    index: int
+    proc: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
+    failures: int = 0
+
+
+class Supervisor:
+    """Keep ``count`` copies of ``command`` running until told to stop."""
+
+    def __init__(self, command: Sequence[str], count: int, grace_seconds: float) -> None:
+        self.command = list(command)
+        self.count = count
+        self.grace = grace_seconds
+        self.children: dict[int, _Child] = {}
+        self._stopping = False
+        self._signals = 0
+
+    def _spawn(self, index: int, failures: int = 0) -> None:
+        env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
+        # Own process group: a terminal's Ctrl-C reaches the supervisor only, which
+        # then stops every child once (a second signal would mean "force").
+        proc = subprocess.Popen(self.command, env=env, start_new_session=True)
+        self.children[index] = _Child(index=index, proc=proc, failures=failures)
+        log.info("started worker process %d (pid %d)", index, proc.pid)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._signals += 1
+        self._stopping = True
+        sig = signal.SIGTERM if self._signals == 1 else signal.SIGINT
+        for child in self.children.values():
+            if child.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(sig)
+
+    def run(self) -> int:
+        """Supervise until stopped; return 0 when every child stopped cleanly."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for index in range(self.count):
+            self._spawn(index)
+        restart_at: dict[int, tuple[float, int]] = {}
+        stop_deadline: float | None = None
+        while True:
+            if self._stopping and stop_deadline is None:
+                stop_deadline = time.monotonic() + self.grace + 15
+            for index, child in list(self.children.items()):
+                code = child.proc.poll()
+                if code is None:
+                    continue
+                if self._stopping:
+                    continue
+                lived = time.monotonic() - child.started
+                failures = 0 if lived > 30 else child.failures + 1
+                delay = min(30.0, 0.5 * 2 ** max(0, failures - 1)) if failures else 0.2
+                log.error("worker process %d (pid %d) exited with %s; restarting in %.1fs",
+                          index, child.proc.pid, code, delay)
+                restart_at[index] = (time.monotonic() + delay, failures)
+                del self.children[index]
+            if self._stopping:
+                restart_at.clear()
+            for index, (when, failures) in list(restart_at.items()):
+                if time.monotonic() >= when:
+                    del restart_at[index]
+                    self._spawn(index, failures)
+            if self._stopping:
+                alive = [c for c in self.children.values() if c.proc.poll() is None]
+                if not alive:
+                    break
+                if stop_deadline is not None and time.monotonic() > stop_deadline:
+                    for c in alive:
+                        log.error("worker process pid %d did not stop; killing it", c.proc.pid)
+                        c.proc.kill()
+                    stop_deadline = time.monotonic() + 5
+            time.sleep(0.1)
+        codes = [c.proc.wait() for c in self.children.values()]
+        return 0 if all(code == 0 for code in codes) else 1
+
+
+def watch_parent(expected: int | None) -> bool:
+    """True while the supervisor that started this process is still our parent."""
+    return expected is None or os.getppid() == expected
+
+
+def child_command(argv: Sequence[str]) -> list[str]:
+    """The command that runs one worker process with the same options."""
+    return [sys.executable, "-m", "jobtable", *argv]

@@ -1,0 +1,97 @@
+"""Checking job data against a job module's ``Data`` declaration.
+
+``Data`` may be a ``TypedDict``, a dataclass or a pydantic model. The check is
+structural: required keys present, no unknown keys, and values of the declared
+plain types (str, int, float, bool, list, dict, Literal, Optional, unions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, is_typeddict
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_value(value: Any, tp: Any, path: str) -> str | None:
+    if tp is Any or tp is object:
+        return None
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in get_args(tp):
+            if _check_value(value, option, path) is None:
+                return None
+        return f"{path} should be {_type_name(tp)}, got {type(value).__name__}"
+    if origin is Literal:
+        if value in get_args(tp):
+            return None
+        return f"{path} should be one of {list(get_args(tp))}, got {value!r}"
+    if origin in (typing.Required, typing.NotRequired):
+        return _check_value(value, get_args(tp)[0], path)
+    if tp is type(None):
+        return None if value is None else f"{path} should be None"
+    if origin in (list, tuple, set, frozenset) or tp in (list, tuple):
+        if not isinstance(value, list):
+            return f"{path} should be a list, got {type(value).__name__}"
+        args = get_args(tp)
+        if args:
+            for i, item in enumerate(value):
+                problem = _check_value(item, args[0], f"{path}[{i}]")
+                if problem:
+                    return problem
+        return None
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            return f"{path} should be an object, got {type(value).__name__}"
+        return None
+    if is_typeddict(tp) or dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            return f"{path} should be an object, got {type(value).__name__}"
+        return validate_data(tp, value, prefix=f"{path}.")
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f"{path} should be a number, got {type(value).__name__}"
+    if tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"{path} should be an integer, got {type(value).__name__}"
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return None
+        return f"{path} should be {tp.__name__}, got {type(value).__name__}"
+    return None
+
+
+def validate_data(data_type: Any, data: dict[str, Any], prefix: str = "") -> str | None:
+    """Return a description of the first problem, or None when ``data`` fits."""
+    validator = getattr(data_type, "model_validate", None)
+    if callable(validator):  # pydantic v2 model
+        try:
+            validator(data)
+        except Exception as exc:
+            return str(exc).replace("\n", " ")
+        return None
+    if is_typeddict(data_type):
+        hints = get_type_hints(data_type)
+        required = set(getattr(data_type, "__required_keys__", hints))
+    elif dataclasses.is_dataclass(data_type):
+        hints = get_type_hints(data_type)
+        required = {f.name for f in dataclasses.fields(data_type)
+                    if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}
+    else:
+        return None
+    missing = sorted(required - data.keys())
+    if missing:
+        return f"missing key {prefix}{missing[0]!r} (required: {sorted(required)})"
+    unknown = sorted(data.keys() - hints.keys())
+    if unknown:
+        return f"unexpected key {prefix}{unknown[0]!r} (allowed: {sorted(hints)})"
+    for key, value in data.items():
+        problem = _check_value(value, hints[key], f"{prefix}{key}")
+        if problem:
+            return problem
+    return None

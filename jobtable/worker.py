@@ -1,0 +1,504 @@
+"""The worker: claim due jobs up to free capacity, run them, write outcomes in batches.
+
+One ``Worker`` per process. Idle, it sleeps until the first of: a wake-up (a
+PostgreSQL NOTIFY, an SQLite commit by another process, a job scheduled in this
+process), the next known ``due``, the poll interval, or a stop request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import importlib
+import inspect
+import json
+import logging
+import os
+import random
+import sqlite3
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from jobtable import scheduling
+from jobtable.client import JobTable
+from jobtable.errors import ConfigError
+from jobtable.model import JobParams, Outcome, WorkerJob, WorkerJobConfig
+from jobtable.registry import JobType
+from jobtable.timeutil import utcnow
+
+log = logging.getLogger("jobtable.worker")
+_JOB_LOGS = logging.getLogger("jobtable.job")
+CLEANUP_JOB = "remove_old_worker_jobs"
+_COMPLETION_BATCH = 500
+
+
+def job_logger(job: WorkerJob) -> logging.Logger:
+    """A logger named after the job, e.g. ``job[42-send_report]``.
+
+    Built outside the logging manager's cache so that a long-running worker does
+    not keep one logger per job forever; it propagates to ``jobtable.job``.
+    """
+    name = f"job[{job.id}-{job.type}]" + (" (cron)" if job.is_cron else "")
+    logger = logging.Logger(name)
+    logger.parent = _JOB_LOGS
+    return logger
+
+
+def load_app(spec: str | None, jobtable: JobTable) -> Any:
+    """Import ``pkg.module:factory`` and call it (sync or async) once, or return the default
+    app: the ``JobTable`` itself, so jobs can schedule jobs."""
+    if not spec:
+        return jobtable
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"app {spec!r} must look like 'package.module:factory'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import app module {module_name!r}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"app factory {spec!r} is not a callable in {module_name!r}")
+    return factory
+
+
+def _describe_failure(exc: BaseException) -> dict[str, Any]:
+    return {
+        "error": str(exc) or type(exc).__name__,
+        "exception": type(exc).__name__,
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def _is_json(value: Any) -> str | None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"{type(value).__name__} result is not JSON-serialisable: {exc}"
+    return None
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker, for logs and tests."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rejected: int = 0
+
+
+class Worker:
+    """Runs jobs from a ``JobTable`` until stopped (or, with ``burst``, until none is due)."""
+
+    def __init__(self, jobtable: JobTable, *, concurrency: int | None = None,
+                 burst: bool = False, app: Any = None, worker_id: str | None = None,
+                 schedule_builtins: bool = True) -> None:
+        self.jt = jobtable
+        self.settings = jobtable.settings
+        self.store = jobtable.store
+        self.concurrency = concurrency or self.settings.concurrency
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
+        self.burst = burst
+        self.id = worker_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.app = app
+        self.schedule_builtins = schedule_builtins
+        self.stats = WorkerStats()
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._completing = 0
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._forced = False
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="jobtable-job")
+        self._listening = False
+        self._db_down_since: float | None = None
+        self._lost_threads = 0
+        stale = self.settings.stale_limit
+        self._max_timeout = stale - min(stale * 0.1, timedelta(seconds=60))
+
+    # -- public --------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming; running jobs get the grace period. A second call forces."""
+        if self._stopping.is_set():
+            if not self._forced:
+                log.warning("second stop request: interrupting running jobs now")
+            self._forced = True
+            for task in self._running.values():
+                task.cancel()
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def lingering_threads(self) -> int:
+        """Plain-``def`` jobs still running in threads after shutdown."""
+        return self._lost_threads
+
+    async def run(self) -> None:
+        """Start up, run until stopped, shut down gracefully."""
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._startup)
+        self.app = await self._bootstrap_app()
+        self.jt._subscribe(self._wake)
+        helpers = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat")]
+        completer = asyncio.create_task(self._complete_loop(), name="completer")
+        if self.store.dialect == "postgres":
+            helpers.append(asyncio.create_task(self._listen_loop(), name="listener"))
+        elif self.store.dialect == "sqlite":
+            helpers.append(asyncio.create_task(self._sqlite_watch_loop(), name="watcher"))
+        log.info("worker %s started: concurrency %d on %s%s", self.id, self.concurrency,
+                 self.store.dialect, " (burst)" if self.burst else "")
+        try:
+            await self._claim_loop()
+        finally:
+            await self._drain_running()
+            await self._flush_outcomes(completer)
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            self.jt._unsubscribe(self._wake)
+            try:
+                await asyncio.to_thread(self.store.unregister_worker, self.id)
+            except Exception as exc:
+                log.warning("could not unregister worker %s: %s", self.id, exc)
+            self._lost_threads = len([t for t in self._executor._threads if t.is_alive()])
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            del loop
+            log.info("worker %s stopped: %d succeeded, %d failed", self.id,
+                     self.stats.succeeded, self.stats.failed)
+
+    # -- start-up --------------------------------------------------------------
+
+    def _startup(self) -> None:
+        if self.settings.auto_migrate:
+            self.jt.migrate()
+        for broken in self.jt.registry.load_all():
+            log.error("job type %r cannot be loaded; its jobs will fail: %s",
+                      broken.name, broken.error)
+        self.store.heartbeat(self.id, self.concurrency, os.getpid())
+        if self.schedule_builtins:
+            self._ensure_cron_chains()
+
+    def _ensure_cron_chains(self) -> None:
+        self.jt.ensure_cron_job(WorkerJobConfig(type=CLEANUP_JOB, user_id=0),
+                                self.settings.cleanup_cron)
+        declared: dict[str, str] = {}
+        for name in self.jt.registry.names:
+            jt = self.jt.registry.get(name)
+            if jt is None or jt.module is None or jt.cron is None or jt.builtin:
+                continue
+            try:
+                config = WorkerJobConfig(
+                    type=name, user_id=0,
+                    auto_reschedule_on_failure=bool(
+                        jt.declared_setting("AUTO_RESCHEDULE_ON_FAILURE") or False),
+                    auto_reschedule_on_failure_delay=jt.declared_setting(
+                        "AUTO_RESCHEDULE_ON_FAILURE_DELAY"),
+                    remove_delay=jt.declared_setting("REMOVE_DELAY"))
+                row = self.jt.ensure_cron_job(config, jt.cron, jt.cron_timezone, declared=True)
+            except Exception as exc:
+                log.error("job type %r declares CRON %r that cannot be scheduled: %s",
+                          name, jt.cron, exc)
+                continue
+            declared[name] = row.cron_schedule or jt.cron
+        stopped = self.store.stop_undeclared_chains(declared)
+        if stopped:
+            log.info("stopped cron chains no longer declared: rows %s", stopped)
+
+    async def _bootstrap_app(self) -> Any:
+        if self.app is not None:
+            return self.app
+        factory = load_app(self.settings.app, self.jt)
+        if factory is self.jt:
+            return self.jt
+        app = factory()
+        if inspect.isawaitable(app):
+            app = await app
+        return app
+
+    # -- claiming --------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._wait(self._slot_free, None)
+                continue
+            self._wake.clear()
+            try:
+                jobs = await asyncio.to_thread(self.store.claim, self.id, free,
+                                               self.settings.max_attempts)
+            except Exception as exc:
+                await self._database_trouble("claim", exc)
+                continue
+            self._database_ok()
+            for job in jobs:
+                self._start(job)
+            if len(jobs) == free:
+                continue
+            if self.burst and not jobs:
+                if not self._running and self._outcomes.empty() and not self._completing:
+                    return
+                await self._wait(self._slot_free, 0.05)
+                continue
+            if not jobs:
+                await self._wait(self._wake, await self._idle_timeout())
+
+    async def _idle_timeout(self) -> float:
+        poll = self.settings.poll_interval.total_seconds()
+        if self._listening:
+            poll = max(poll, 10.0)  # NOTIFY wakes us; the poll is only a safety net
+        try:
+            due = await asyncio.to_thread(self.store.next_due)
+        except Exception:
+            return poll
+        if due is None:
+            return poll
+        return max(0.0, min(poll, (due - utcnow()).total_seconds()))
+
+    async def _wait(self, event: asyncio.Event, timeout: float | None) -> None:
+        waiters = [asyncio.ensure_future(event.wait()),
+                   asyncio.ensure_future(self._stopping.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    # -- running ---------------------------------------------------------------
+
+    def _start(self, job: WorkerJob) -> None:
+        self.stats.claimed += 1
+        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        self._running[job.id] = task
+        task.add_done_callback(functools.partial(self._finished_task, job.id))
+
+    def _finished_task(self, job_id: int, _task: asyncio.Task[None]) -> None:
+        self._running.pop(job_id, None)
+        self._slot_free.set()
+
+    def _timeout(self, jt: JobType) -> float:
+        limit = self._max_timeout
+        if jt.timeout is not None and jt.timeout < limit:
+            limit = jt.timeout
+        return max(0.001, limit.total_seconds())
+
+    async def _execute(self, job: WorkerJob) -> None:
+        success, result = await self._run_job(job)
+        if success:
+            self.stats.succeeded += 1
+        else:
+            self.stats.failed += 1
+        follow = scheduling.follow_up(job, success, utcnow())
+        self._outcomes.put_nowait(Outcome(job=job, success=success, result=result,
+                                          follow_up=follow))
+
+    async def _run_job(self, job: WorkerJob) -> tuple[bool, Any]:
+        jt = self.jt.registry.get(job.type)
+        if jt is None:
+            return False, {"error": f"unknown job type {job.type!r}; known job types: "
+                                    f"{', '.join(self.jt.registry.names)}",
+                           "exception": "UnknownJobTypeError"}
+        if jt.error is not None or jt.run is None:
+            return False, {"error": f"job type {job.type!r} cannot be loaded: {jt.error}",
+                           "exception": "ImportError"}
+        logger = job_logger(job)
+        params = JobParams(app=self.app, log=logger, job=job, jobtable=self.jt)
+        timeout = self._timeout(jt)
+        run = jt.run
+        started = time.monotonic()
+        logger.debug("started")
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                if jt.is_async:
+                    value = await run(params)
+                else:
+                    ctx = contextvars.copy_context()
+                    call: Callable[[], Any] = functools.partial(ctx.run, run, params)
+                    value = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, call)
+        except TimeoutError as exc:
+            if deadline.expired():
+                logger.error("timed out after %.3gs", timeout)
+                return False, {"error": f"Job timed out after {timeout:.3g}s",
+                               "exception": "TimeoutError"}
+            return False, _describe_failure(exc)
+        except asyncio.CancelledError:
+            grace = self.settings.grace_period.total_seconds()
+            logger.error("interrupted by worker shutdown")
+            return False, {"error": "Job interrupted: the worker shut down before it finished "
+                                    f"(grace period {grace:g}s)",
+                           "exception": "WorkerShutdown"}
+        except (Exception, SystemExit) as exc:
+            logger.warning("failed: %s: %s", type(exc).__name__, exc)
+            return False, _describe_failure(exc)
+        problem = _is_json(value)
+        if problem:
+            logger.error("%s", problem)
+            return False, {"error": problem, "exception": "InvalidDataError"}
+        logger.debug("succeeded in %.3fs", time.monotonic() - started)
+        return True, value
+
+    # -- completing ------------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        while True:
+            first = await self._outcomes.get()
+            batch = [first]
+            while len(batch) < _COMPLETION_BATCH and not self._outcomes.empty():
+                batch.append(self._outcomes.get_nowait())
+            self._completing = len(batch)
+            try:
+                await self._write_outcomes(batch)
+            finally:
+                self._completing = 0
+                for _ in batch:
+                    self._outcomes.task_done()
+                self._slot_free.set()
+
+    async def _write_outcomes(self, batch: list[Outcome]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                written = await asyncio.to_thread(self.store.complete, batch)
+                break
+            except Exception as exc:
+                await self._database_trouble("complete", exc, delay)
+                delay = min(delay * 2, 5.0)
+        self._database_ok()
+        for outcome in batch:
+            if outcome.job.id not in written:
+                self.stats.rejected += 1
+                log.warning("late result of job %d (attempt %d) rejected: the job was rescued "
+                            "and claimed again, or finished elsewhere", outcome.job.id,
+                            outcome.job.attempts)
+
+    async def _flush_outcomes(self, completer: asyncio.Task[None]) -> None:
+        deadline = max(self.settings.grace_period.total_seconds(), 10.0)
+        try:
+            await asyncio.wait_for(self._outcomes.join(), deadline)
+        except TimeoutError:
+            log.error("could not write %d job outcomes before stopping; those jobs will be "
+                      "rescued and run again", self._outcomes.qsize() + self._completing)
+        completer.cancel()
+        await asyncio.gather(completer, return_exceptions=True)
+
+    async def _drain_running(self) -> None:
+        if not self._running:
+            return
+        tasks = list(self._running.values())
+        grace = self.settings.grace_period.total_seconds()
+        if not self._forced:
+            log.info("waiting up to %gs for %d running jobs", grace, len(tasks))
+            await asyncio.wait(tasks, timeout=grace)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- background loops ---------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        rescue_after = self.settings.rescue_after
+        interval = max(0.2, min(5.0, rescue_after.total_seconds() / 3))
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            try:
+                await asyncio.to_thread(self.store.heartbeat, self.id, self.concurrency,
+                                        os.getpid())
+                report = await asyncio.to_thread(self.store.rescue, rescue_after,
+                                                 self.settings.max_attempts)
+            except Exception as exc:
+                await self._database_trouble("heartbeat", exc, 0)
+                continue
+            if report.reset:
+                log.warning("rescued jobs %s from workers that stopped responding", report.reset)
+                self._wake.set()
+            if report.failed:
+                log.error("gave up on jobs %s after %d attempts", report.failed,
+                          self.settings.max_attempts)
+
+    async def _listen_loop(self) -> None:
+        import psycopg
+
+        delay = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.store.url, autocommit=True)
+                async with conn:
+                    await conn.execute("LISTEN jobtable")
+                    self._listening = True
+                    self._wake.set()  # catch up on anything scheduled while we were away
+                    delay = 0.1
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._listening:
+                    log.warning("lost the LISTEN connection (%s); polling until it is back", exc)
+                self._listening = False
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 10.0)
+
+    async def _sqlite_watch_loop(self) -> None:
+        from jobtable.store.sqlite import SqliteStore
+
+        assert isinstance(self.store, SqliteStore)
+        conn = sqlite3.connect(self.store.path, check_same_thread=False)
+        try:
+            last = None
+            while True:
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error:
+                    version = None
+                if last is not None and version != last:
+                    self._wake.set()
+                last = version
+                await asyncio.sleep(0.02)
+        finally:
+            conn.close()
+
+    async def _database_trouble(self, what: str, exc: Exception, delay: float = 0.5) -> None:
+        if self._db_down_since is None:
+            self._db_down_since = time.monotonic()
+            log.error("database error during %s: %s; retrying with backoff", what,
+                      str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        down = time.monotonic() - self._db_down_since
+        await asyncio.sleep(delay or min(5.0, 0.1 + down / 4) * random.uniform(0.5, 1.5))
+
+    def _database_ok(self) -> None:
+        if self._db_down_since is not None:
+            log.warning("database reachable again after %.1fs",
+                        time.monotonic() - self._db_down_since)
+            self._db_down_since = None
+
+
+async def run_worker(jobtable: JobTable, *, concurrency: int | None = None,
+                     burst: bool = False, install_signals: bool = True) -> Worker:
+    """Run one worker in the current event loop; SIGTERM/SIGINT stop it gracefully."""
+    import signal
+
+    worker = Worker(jobtable, concurrency=concurrency, burst=burst)
+    loop = asyncio.get_running_loop()
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.request_stop)
+    try:
+        await worker.run()
+    finally:
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    return worker
