@@ -85,9 +85,10 @@ class Supervisor:
                     continue
                 if self._stopping:
                     continue
+                # Back off only for a crash loop (a child dying soon after it started).
                 lived = time.monotonic() - child.started
-                failures = 0 if lived > 30 else child.failures + 1
-                delay = min(30.0, 0.5 * 2 ** max(0, failures - 1)) if failures else 0.2
+                failures = 0 if lived > 10 else child.failures + 1
+                delay = min(10.0, 0.25 * 2 ** (failures - 1)) if failures else 0.1
                 log.error("worker process %d (pid %d) exited with %s; restarting in %.1fs",
                           index, child.proc.pid, code, delay)
                 restart_at[index] = (time.monotonic() + delay, failures)

@@ -411,15 +411,28 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         rescue_after = self.settings.rescue_after
         interval = max(0.2, min(5.0, rescue_after.total_seconds() / 3))
+        # Rescue only after this worker has reached the database for a whole rescue
+        # window: right after start-up or an outage, other workers' heartbeats may be
+        # old only because nobody could write them.
+        connected_since = time.monotonic()
         while True:
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))
             try:
                 await asyncio.to_thread(self.store.heartbeat, self.id, self.concurrency,
                                         os.getpid())
+            except Exception as exc:
+                connected_since = float("inf")
+                await self._database_trouble("heartbeat", exc, 0)
+                continue
+            now = time.monotonic()
+            connected_since = min(connected_since, now)
+            if now - connected_since < rescue_after.total_seconds():
+                continue
+            try:
                 report = await asyncio.to_thread(self.store.rescue, rescue_after,
                                                  self.settings.max_attempts)
             except Exception as exc:
-                await self._database_trouble("heartbeat", exc, 0)
+                await self._database_trouble("rescue", exc, 0)
                 continue
             if report.reset:
                 log.warning("rescued jobs %s from workers that stopped responding", report.reset)
@@ -470,7 +483,7 @@ class Worker:
         finally:
             conn.close()
 
-    async def _database_trouble(self, what: str, exc: Exception, delay: float = 0.5) -> None:
+    async def _database_trouble(self, what: str, exc: Exception, delay: float = 0.0) -> None:
         if self._db_down_since is None:
             self._db_down_since = time.monotonic()
             log.error("database error during %s: %s; retrying with backoff", what,

@@ -65,7 +65,7 @@ class PostgresStore(Store):
             url, min_size=min_size, max_size=max_size, open=False, configure=_configure,
             kwargs={"row_factory": dict_row, "autocommit": False},
             connection_class=psycopg.Connection[Row], timeout=connect_timeout,
-            reconnect_timeout=0,
+            reconnect_timeout=3600,
         )
         try:
             self.pool.open(wait=True, timeout=connect_timeout)
