@@ -113,6 +113,7 @@ class Worker:
         self.schedule_builtins = schedule_builtins
         self.stats = WorkerStats()
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._held: set[int] = set()  # claimed and not yet written back
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._completing = 0
         self._wake = asyncio.Event()
@@ -121,6 +122,7 @@ class Worker:
         self._forced = False
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="jobtable-job")
         self._listening = False
+        self._claim_uncertain = False
         self._db_down_since: float | None = None
         self._lost_threads = 0
         stale = self.settings.stale_limit
@@ -237,9 +239,19 @@ class Worker:
                 continue
             self._wake.clear()
             try:
+                if self._claim_uncertain:
+                    released = await asyncio.to_thread(
+                        self.store.release_unknown_claims, self.id, set(self._held))
+                    if released:
+                        log.warning("released jobs %s claimed by a claim whose reply was lost",
+                                    released)
+                    self._claim_uncertain = False
                 jobs = await asyncio.to_thread(self.store.claim, self.id, free,
                                                self.settings.max_attempts)
             except Exception as exc:
+                # The claim may have committed without us hearing back: reconcile
+                # before claiming again.
+                self._claim_uncertain = True
                 await self._database_trouble("claim", exc)
                 continue
             self._database_ok()
@@ -280,6 +292,7 @@ class Worker:
 
     def _start(self, job: WorkerJob) -> None:
         self.stats.claimed += 1
+        self._held.add(job.id)
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self._running[job.id] = task
         task.add_done_callback(functools.partial(self._finished_task, job.id))
@@ -378,6 +391,7 @@ class Worker:
                 delay = min(delay * 2, 5.0)
         self._database_ok()
         for outcome in batch:
+            self._held.discard(outcome.job.id)
             if outcome.job.id not in written:
                 self.stats.rejected += 1
                 log.warning("late result of job %d (attempt %d) rejected: the job was rescued "

@@ -253,6 +253,22 @@ class Store(ABC):
                 self._notify(tx, jobs)
         return written
 
+    def release_unknown_claims(self, worker_id: str, running: set[int]) -> list[int]:
+        """Make pending again the rows claimed by ``worker_id`` that it is not running.
+
+        A claim whose commit succeeded while its reply was lost (the connection broke)
+        leaves rows the worker never heard of; without this they would wait for the
+        stale limit.
+        """
+        released = []
+        with self.transaction() as tx:
+            now = self._t(utcnow())
+            for row in tx.q("claimed_by_worker", worker=worker_id):
+                if row["id"] not in running:
+                    tx.q("reset_claim", id=row["id"], token=row["attempts"], now=now)
+                    released.append(int(row["id"]))
+        return released
+
     def next_due(self) -> datetime | None:
         """The earliest ``due`` of a pending job, or None."""
         rows = self.read("next_due")

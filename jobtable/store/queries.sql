@@ -74,3 +74,7 @@ WHERE finished IS NULL AND started IS NULL AND due <= :now
 
 -- name: finished_since
 SELECT COUNT(*) AS n FROM worker_jobs WHERE finished >= :since AND cancelled = FALSE
+
+-- name: claimed_by_worker
+SELECT id, attempts FROM worker_jobs
+WHERE claimed_by = :worker AND finished IS NULL AND started IS NOT NULL
