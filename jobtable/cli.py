@@ -29,6 +29,9 @@ def setup_logging(level: str | None) -> None:
     logging.basicConfig(level=name, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("jobtable").setLevel(name)
+    if name != "DEBUG":
+        # The worker reports an outage once; the pool would log every reconnect attempt.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def database_options(fn: F) -> F:

@@ -77,6 +77,11 @@ def _describe_failure(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _is_json(value: Any) -> str | None:
     try:
         json.dumps(value, allow_nan=False)
@@ -473,7 +478,8 @@ class Worker:
                 raise
             except Exception as exc:
                 if self._listening:
-                    log.warning("lost the LISTEN connection (%s); polling until it is back", exc)
+                    log.warning("lost the LISTEN connection (%s); polling until it is back",
+                                _first_line(exc))
                 self._listening = False
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 10.0)
@@ -501,7 +507,7 @@ class Worker:
         if self._db_down_since is None:
             self._db_down_since = time.monotonic()
             log.error("database error during %s: %s; retrying with backoff", what,
-                      str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+                      _first_line(exc))
         down = time.monotonic() - self._db_down_since
         await asyncio.sleep(delay or min(5.0, 0.1 + down / 4) * random.uniform(0.5, 1.5))
 
