@@ -34,6 +34,7 @@ class Settings:
     cleanup_cron: str = "0 * * * * *"
     failed_retention: timedelta = timedelta(days=7)
     auto_migrate: bool = True
+    isolate_suspects: bool = True
     bindings: str | None = None
 
     def with_overrides(self, **values: Any) -> Settings:
@@ -57,6 +58,7 @@ _ENV = {
     "cleanup_cron": ("JOBTABLE_CLEANUP_CRON",),
     "failed_retention": ("JOBTABLE_FAILED_RETENTION",),
     "auto_migrate": ("JOBTABLE_AUTO_MIGRATE",),
+    "isolate_suspects": ("JOBTABLE_ISOLATE_SUSPECTS",),
     "bindings": ("JOBTABLE_BINDINGS",),
 }
 

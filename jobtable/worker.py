@@ -8,29 +8,24 @@ process), the next known ``due``, the poll interval, or a stop request.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
-import importlib
-import inspect
-import json
 import logging
 import os
 import random
 import sqlite3
 import time
-import traceback
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from jobtable import scheduling
 from jobtable.client import JobTable
 from jobtable.errors import ConfigError
-from jobtable.model import JobParams, Outcome, WorkerJob, WorkerJobConfig
-from jobtable.registry import JobType
+from jobtable.execution import RunResult, bootstrap_app, job_timeout, run_job
+from jobtable.isolated import run_isolated
+from jobtable.model import Outcome, WorkerJob, WorkerJobConfig
 from jobtable.timeutil import utcnow
 
 log = logging.getLogger("jobtable.worker")
@@ -39,55 +34,9 @@ CLEANUP_JOB = "remove_old_worker_jobs"
 _COMPLETION_BATCH = 500
 
 
-def job_logger(job: WorkerJob) -> logging.Logger:
-    """A logger named after the job, e.g. ``job[42-send_report]``.
-
-    Built outside the logging manager's cache so that a long-running worker does
-    not keep one logger per job forever; it propagates to ``jobtable.job``.
-    """
-    name = f"job[{job.id}-{job.type}]" + (" (cron)" if job.is_cron else "")
-    logger = logging.Logger(name)
-    logger.parent = _JOB_LOGS
-    return logger
-
-
-def load_app(spec: str | None, jobtable: JobTable) -> Any:
-    """Import ``pkg.module:factory`` and call it (sync or async) once, or return the default
-    app: the ``JobTable`` itself, so jobs can schedule jobs."""
-    if not spec:
-        return jobtable
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"app {spec!r} must look like 'package.module:factory'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import app module {module_name!r}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ConfigError(f"app factory {spec!r} is not a callable in {module_name!r}")
-    return factory
-
-
-def _describe_failure(exc: BaseException) -> dict[str, Any]:
-    return {
-        "error": str(exc) or type(exc).__name__,
-        "exception": type(exc).__name__,
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _is_json(value: Any) -> str | None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        return f"{type(value).__name__} result is not JSON-serialisable: {exc}"
-    return None
 
 
 @dataclass
@@ -225,13 +174,7 @@ class Worker:
     async def _bootstrap_app(self) -> Any:
         if self.app is not None:
             return self.app
-        factory = load_app(self.settings.app, self.jt)
-        if factory is self.jt:
-            return self.jt
-        app = factory()
-        if inspect.isawaitable(app):
-            app = await app
-        return app
+        return await bootstrap_app(self.settings.app, self.jt)
 
     # -- claiming --------------------------------------------------------------
 
@@ -306,67 +249,24 @@ class Worker:
         self._running.pop(job_id, None)
         self._slot_free.set()
 
-    def _timeout(self, jt: JobType) -> float:
-        limit = self._max_timeout
-        if jt.timeout is not None and jt.timeout < limit:
-            limit = jt.timeout
-        return max(0.001, limit.total_seconds())
-
     async def _execute(self, job: WorkerJob) -> None:
-        success, result = await self._run_job(job)
-        if success:
+        outcome = await self._run_job(job)
+        if outcome.success:
             self.stats.succeeded += 1
         else:
             self.stats.failed += 1
-        follow = scheduling.follow_up(job, success, utcnow())
-        self._outcomes.put_nowait(Outcome(job=job, success=success, result=result,
-                                          follow_up=follow))
+        source = job if outcome.retry else replace(job, auto_reschedule_on_failure=False)
+        follow = scheduling.follow_up(source, outcome.success, utcnow())
+        self._outcomes.put_nowait(Outcome(job=job, success=outcome.success,
+                                          result=outcome.result, follow_up=follow))
 
-    async def _run_job(self, job: WorkerJob) -> tuple[bool, Any]:
-        jt = self.jt.registry.get(job.type)
-        if jt is None:
-            return False, {"error": f"unknown job type {job.type!r}; known job types: "
-                                    f"{', '.join(self.jt.registry.names)}",
-                           "exception": "UnknownJobTypeError"}
-        if jt.error is not None or jt.run is None:
-            return False, {"error": f"job type {job.type!r} cannot be loaded: {jt.error}",
-                           "exception": "ImportError"}
-        logger = job_logger(job)
-        params = JobParams(app=self.app, log=logger, job=job, jobtable=self.jt)
-        timeout = self._timeout(jt)
-        run = jt.run
-        started = time.monotonic()
-        logger.debug("started")
-        try:
-            async with asyncio.timeout(timeout) as deadline:
-                if jt.is_async:
-                    value = await run(params)
-                else:
-                    ctx = contextvars.copy_context()
-                    call: Callable[[], Any] = functools.partial(ctx.run, run, params)
-                    value = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, call)
-        except TimeoutError as exc:
-            if deadline.expired():
-                logger.error("timed out after %.3gs", timeout)
-                return False, {"error": f"Job timed out after {timeout:.3g}s",
-                               "exception": "TimeoutError"}
-            return False, _describe_failure(exc)
-        except asyncio.CancelledError:
-            grace = self.settings.grace_period.total_seconds()
-            logger.error("interrupted by worker shutdown")
-            return False, {"error": "Job interrupted: the worker shut down before it finished "
-                                    f"(grace period {grace:g}s)",
-                           "exception": "WorkerShutdown"}
-        except (Exception, SystemExit) as exc:
-            logger.warning("failed: %s: %s", type(exc).__name__, exc)
-            return False, _describe_failure(exc)
-        problem = _is_json(value)
-        if problem:
-            logger.error("%s", problem)
-            return False, {"error": problem, "exception": "InvalidDataError"}
-        logger.debug("succeeded in %.3fs", time.monotonic() - started)
-        return True, value
+    async def _run_job(self, job: WorkerJob) -> RunResult:
+        timeout = job_timeout(self.jt, job.type, self._max_timeout)
+        grace = self.settings.grace_period.total_seconds()
+        if job.attempts > 1 and self.settings.isolate_suspects:
+            # Claimed before and never finished: it may be what killed a worker.
+            return await run_isolated(self.settings, job, timeout, grace)
+        return await run_job(self.jt, self.app, job, self._executor, timeout, grace)
 
     # -- completing ------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import pytest
 
 from jobtable import JobTable, WorkerJobConfig
 
-from .conftest import PrivatePostgres
 from ._support import RunLog, pid_alive, query, report, start_worker, stop, wait_until, write_jobs
+from .conftest import PrivatePostgres
 
 JOBS = 5000
 

@@ -1,0 +1,95 @@
+"""A job that kills its own process: the supervisor restarts the worker, the job runs
+again alone in a child process, crashes only that, and is failed for good; the jobs
+that shared its worker when it first crashed are re-run and succeed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from jobtable import JobTable, WorkerJobConfig
+
+from ._support import pid_alive, query, report, start_worker, stop, wait_until, write_jobs
+
+POISON = {
+    "exit": "import os\n\ndef run(params):\n    os._exit(3)\n",
+    "segfault": "import ctypes\n\ndef run(params):\n    ctypes.string_at(0)\n",
+}
+FINE = "def run(params):\n    return 'fine'\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(POISON))
+def test_a_job_that_crashes_its_worker_is_isolated_and_failed_not_retried_forever(
+        db_url: str, tmp_path: Path, kind: str) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"poison": POISON[kind], "fine": FINE})
+    with JobTable(db_url, jobs=jobs) as jt:
+        poison = jt.schedule_job(WorkerJobConfig(type="poison", user_id=1,
+                                                 auto_reschedule_on_failure=True))
+        jt.schedule_jobs([WorkerJobConfig(type="fine", user_id=i) for i in range(20)])
+    sup = start_worker(db_url, jobs, "", "--processes", "2", "--concurrency", "2",
+                       "--rescue-after", "1s", "--poll-interval", "0.1s",
+                       env={"JOBTABLE_MAX_ATTEMPTS": "3"}, log=tmp_path / "worker.log")
+    try:
+        wait_until(lambda: query(db_url, "SELECT finished FROM worker_jobs WHERE id = %s",
+                                 poison.id)[0][0] is not None, 120,
+                   "the poison job to be given up on")
+        wait_until(lambda: query(db_url, "SELECT COUNT(*) FROM worker_jobs WHERE type = 'fine' "
+                                         "AND success")[0][0] == 20, 60, "the other jobs")
+        assert stop(sup) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+        for (pid,) in query(db_url, "SELECT pid FROM worker_processes"):
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    success, attempts, result = query(
+        db_url, "SELECT success, attempts, result FROM worker_jobs WHERE id = %s", poison.id)[0]
+    assert not success
+    assert attempts == 2, "one crash with its worker, one alone in an isolated process"
+    assert "crashed its process" in str(result)
+    # Given up for good: no retry row, despite auto_reschedule_on_failure.
+    assert query(db_url, "SELECT COUNT(*) FROM worker_jobs WHERE rescheduled_from_job = %s",
+                 poison.id)[0][0] == 0
+    restarts = (tmp_path / "worker.log").read_text().count("restarting in")
+    assert restarts == 1, "only the first crash took a worker process down"
+    report(f"poison[{kind},{db_url.split(':')[0]}]", {
+        "attempts": attempts, "worker_restarts": restarts, "other_jobs_succeeded": 20})
+
+
+@pytest.mark.slow
+def test_without_isolation_a_crashing_job_is_abandoned_after_max_attempts(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"poison": POISON["exit"]})
+    with JobTable(db_url, jobs=jobs) as jt:
+        poison = jt.schedule_cron_job(WorkerJobConfig(type="poison", user_id=1,
+                                                      auto_reschedule_on_failure=True),
+                                      "0 0 1 1 *")
+        # Make the first row due now; its chain continues at the next 1 January.
+        jt.store.read("UPDATE worker_jobs SET due = created_at WHERE id = :id", id=poison.id)
+    sup = start_worker(db_url, jobs, "", "--processes", "2", "--concurrency", "1",
+                       "--rescue-after", "1s", "--poll-interval", "0.1s",
+                       env={"JOBTABLE_MAX_ATTEMPTS": "3", "JOBTABLE_ISOLATE_SUSPECTS": "false"},
+                       log=tmp_path / "worker.log")
+    try:
+        wait_until(lambda: query(db_url, "SELECT finished FROM worker_jobs WHERE id = %s",
+                                 poison.id)[0][0] is not None, 120,
+                   "the poison job to be given up on")
+        assert stop(sup) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+        for (pid,) in query(db_url, "SELECT pid FROM worker_processes"):
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    success, attempts, result = query(
+        db_url, "SELECT success, attempts, result FROM worker_jobs WHERE id = %s", poison.id)[0]
+    assert (success, attempts) == (False, 3)
+    assert "abandoned" in str(result).lower()
+    # No retry row, but the cron chain goes on at its next occurrence.
+    follow = query(db_url, "SELECT cron_schedule, finished FROM worker_jobs "
+                           "WHERE rescheduled_from_job = %s", poison.id)
+    assert follow == [("0 0 1 1 *", None)]
