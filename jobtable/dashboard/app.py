@@ -1,0 +1,352 @@
+"""The dashboard: a small Starlette app with server-rendered pages.
+
+Pages: overview (live), jobs (filters, pagination), job detail (data, result,
+traceback, reschedule chain, actions), cron schedules, and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from jobtable import metrics, ops
+from jobtable.dashboard.security import (
+    CSRF_FIELD,
+    SECURITY_HEADERS,
+    Guard,
+    csrf_problem,
+    csrf_token,
+    set_csrf_cookie,
+)
+from jobtable.errors import ConfigError, DatabaseUnavailableError, JobTableError
+from jobtable.model import JobStatus, WorkerJob
+from jobtable.settings import Settings, load_settings
+from jobtable.store import Store
+from jobtable.timeutil import utcnow
+
+HERE = Path(__file__).parent
+PER_PAGE = 50
+ACTIONS = ("cancel", "retry", "run-now")
+FLASH = {
+    "cancelled": "Job cancelled.",
+    "retried": "Retry scheduled: this is the new job.",
+    "run-now": "The job is due now; the next free worker will run it.",
+}
+T = TypeVar("T")
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+        lstrip_blocks=True)
+    env.filters["pretty"] = _pretty
+    env.filters["duration"] = ops.human_duration
+    env.filters["iso"] = lambda d: "" if d is None else d.isoformat(timespec="seconds")
+    env.globals["ago"] = ops.ago
+    env.globals["summary"] = ops.summary
+    env.globals["runtime"] = ops.runtime
+    env.globals["statuses"] = ops.STATUSES
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One minute of the throughput chart, in SVG user units."""
+
+    x: float
+    width: float
+    ok_y: float
+    ok_h: float
+    fail_y: float
+    fail_h: float
+    label: str
+
+
+CHART_W, CHART_H = 600.0, 120.0
+
+
+def chart(buckets: list[ops.Bucket]) -> tuple[list[Bar], int]:
+    """Bars for a stacked succeeded/failed chart, and the tallest bar's total."""
+    peak = max((b.total for b in buckets), default=0)
+    scale = CHART_H / peak if peak else 0.0
+    step = CHART_W / max(1, len(buckets))
+    bars = []
+    for i, b in enumerate(buckets):
+        ok_h = b.succeeded * scale
+        fail_h = b.failed * scale
+        label = (f"{b.start.strftime('%H:%M')} UTC: {b.succeeded} succeeded, "
+                 f"{b.failed} failed")
+        bars.append(Bar(x=round(i * step + 1, 2), width=round(max(1.0, step - 2), 2),
+                        ok_y=round(CHART_H - ok_h, 2), ok_h=round(ok_h, 2),
+                        fail_y=round(CHART_H - ok_h - fail_h, 2), fail_h=round(fail_h, 2),
+                        label=label))
+    return bars, peak
+
+
+class Dashboard:
+    """The dashboard's state: where its store comes from, and its templates."""
+
+    def __init__(self, source: str | Store | Settings | None, *,
+                 live_within: timedelta | None = None, refresh_seconds: float = 3.0) -> None:
+        self._lock = threading.Lock()
+        self._owned = not isinstance(source, Store)
+        self._store: Store | None = source if isinstance(source, Store) else None
+        if isinstance(source, Settings):
+            self.settings = source
+        elif isinstance(source, Store):
+            self.settings = Settings(database=source.url, stale_limit=source.stale_limit)
+        else:
+            self.settings = load_settings(database=source)
+        self.live_within = live_within or self.settings.rescue_after
+        self.refresh_ms = int(refresh_seconds * 1000)
+        self.templates = Jinja2Templates(env=_environment())
+
+    def store(self) -> Store:
+        """The store, opened (and migrated) on first use."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = ops.open_ops_store(self.settings)
+        return self._store
+
+    def close(self) -> None:
+        """Close the store if the dashboard opened it."""
+        with self._lock:
+            if self._owned and self._store is not None:
+                self._store.close()
+                self._store = None
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(store, ...)`` off the event loop."""
+        def call() -> T:
+            return fn(self.store(), *args, **kwargs)
+
+        return await run_in_threadpool(call)
+
+    def render(self, request: Request, name: str, context: dict[str, Any],
+               status: int = 200) -> Response:
+        """A page, with the CSRF cookie and security headers set."""
+        token, new = csrf_token(request)
+        base = str(request.scope.get("root_path") or "")
+        context = {"request": request, "base": base, "csrf": token, "csrf_field": CSRF_FIELD,
+                   "page": "",
+                   "now": utcnow(), "refresh_ms": self.refresh_ms,
+                   "dialect": self.settings.database.split(":", 1)[0], **context}
+        response = self.templates.TemplateResponse(request, name, context, status_code=status,
+                                                   headers=SECURITY_HEADERS)
+        if new:
+            set_csrf_cookie(response, request, token)
+        return response
+
+    def error(self, request: Request, status: int, title: str, message: str) -> Response:
+        """An error page."""
+        return self.render(request, "error.html", {"title": title, "message": message},
+                           status)
+
+    # -- pages -------------------------------------------------------------
+
+    async def overview(self, request: Request) -> Response:
+        """Counts, throughput, lag and workers; refreshed in place by the page's script."""
+        return self.render(request, "overview.html", await self._overview_context())
+
+    async def overview_partial(self, request: Request) -> Response:
+        """The live part of the overview, for the page's refresh."""
+        return self.render(request, "_overview.html", await self._overview_context())
+
+    async def _overview_context(self) -> dict[str, Any]:
+        stats = await self.db(ops.stats, self.live_within)
+        bars, peak = chart(stats.throughput)
+        return {"stats": stats, "bars": bars, "peak": peak, "chart_w": CHART_W,
+                "chart_h": CHART_H, "page": "overview"}
+
+    async def jobs(self, request: Request) -> Response:
+        """The jobs list with filters and pagination."""
+        q = request.query_params
+        filters = {"status": q.get("status", ""), "type": q.get("type", "").strip(),
+                   "user_id": q.get("user_id", "").strip()}
+        try:
+            status = ops.check_status(filters["status"])
+            user_id = _int(filters["user_id"], "user id") if filters["user_id"] else None
+            page = _int(q.get("page") or "1", "page")
+            if page < 1:
+                raise ConfigError(f"page must be 1 or more, got {page}")
+        except ConfigError as exc:
+            return self.render(request, "jobs.html", {
+                "page": "jobs", "filters": filters, "rows": [], "total": 0, "types": [],
+                "pageno": 1, "pages": 1, "problem": str(exc)}, 400)
+        job_type = filters["type"] or None
+
+        def load(store: Store) -> tuple[list[WorkerJob], int, list[str]]:
+            rows = store.list_jobs(status=status, type=job_type, user_id=user_id,
+                                   limit=PER_PAGE, offset=(page - 1) * PER_PAGE)
+            total = store.count_jobs(status=status, type=job_type, user_id=user_id)
+            return rows, total, ops.job_types(store)
+
+        rows, total, types = await self.db(load)
+        pages = max(1, -(-total // PER_PAGE))
+        return self.render(request, "jobs.html", {
+            "page": "jobs", "filters": filters, "rows": rows, "total": total, "types": types,
+            "pageno": page, "pages": pages, "per_page": PER_PAGE, "problem": None,
+            "query": _query(filters)})
+
+    async def job(self, request: Request) -> Response:
+        """One job: every field, data, result, traceback, chain and actions."""
+        job_id = int(request.path_params["job_id"])
+        return await self._job_page(request, job_id)
+
+    async def _job_page(self, request: Request, job_id: int, problem: str | None = None,
+                        status: int = 200) -> Response:
+        def load(store: Store) -> tuple[WorkerJob | None, list[WorkerJob], bool]:
+            job = store.get_job(job_id)
+            if job is None:
+                return None, [], False
+            return job, store.chain(job_id), ops.is_running(store, job)
+
+        job, chain, running = await self.db(load)
+        if job is None:
+            return self.error(request, 404, "No such job", f"There is no job with id {job_id}.")
+        result = job.result
+        traceback = None
+        if isinstance(result, dict) and isinstance(result.get("traceback"), str):
+            traceback = result["traceback"]
+            result = {k: v for k, v in result.items() if k != "traceback"}
+        flash = FLASH.get(request.query_params.get("flash", ""))
+        fields = [(name, value) for name, value in job.to_dict().items()
+                  if name not in ("data", "result")]
+        return self.render(request, "job.html", {
+            "page": "jobs", "job": job, "chain": chain, "running": running,
+            "result": result, "traceback": traceback, "fields": fields, "flash": flash,
+            "problem": problem,
+            "can_cancel": job.status == JobStatus.PENDING,
+            "can_retry": job.status in ops.RETRYABLE,
+            "can_run_now": job.status == JobStatus.PENDING and job.due > utcnow()}, status)
+
+    async def cron(self, request: Request) -> Response:
+        """Cron chains: schedule, next run, last outcome."""
+        chains = await self.db(ops.cron_chains)
+        flash = FLASH.get(request.query_params.get("flash", ""))
+        return self.render(request, "cron.html",
+                           {"page": "cron", "chains": chains, "flash": flash})
+
+    async def action(self, request: Request) -> Response:
+        """POST cancel / retry / run-now: CSRF-checked, confirmed, then done."""
+        job_id = int(request.path_params["job_id"])
+        action = str(request.path_params["action"])
+        if action not in ACTIONS:
+            return self.error(request, 404, "Unknown action",
+                              f"Actions are {', '.join(ACTIONS)}.")
+        form = await request.form()
+        submitted = form.get(CSRF_FIELD)
+        problem = csrf_problem(request, submitted if isinstance(submitted, str) else None)
+        if problem is not None:
+            return self.error(request, 403, "Action refused", f"Nothing was done: {problem}.")
+        back = "cron" if form.get("back") == "cron" else "job"
+        if form.get("confirm") != "yes":
+            job = await self.db(lambda s: s.get_job(job_id))
+            if job is None:
+                return self.error(request, 404, "No such job",
+                                  f"There is no job with id {job_id}.")
+            return self.render(request, "confirm.html",
+                               {"page": "jobs", "job": job, "action": action, "back": back})
+        operation = {"cancel": ops.cancel, "retry": ops.retry, "run-now": ops.run_now}[action]
+        try:
+            row = await self.db(operation, job_id)
+        except ops.JobNotFoundError:
+            return self.error(request, 404, "No such job", f"There is no job with id {job_id}.")
+        except ops.ActionRefusedError as exc:
+            return await self._job_page(request, job_id, problem=str(exc), status=409)
+        base = str(request.scope.get("root_path") or "")
+        flash = {"cancel": "cancelled", "retry": "retried", "run-now": "run-now"}[action]
+        target = f"{base}/cron?flash={flash}" if back == "cron" else \
+            f"{base}/jobs/{row.id}?flash={flash}"
+        return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus metrics."""
+        body = await self.db(metrics.render, self.live_within)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
+    async def database_error(self, request: Request, exc: Exception) -> Response:
+        """The database could not be reached."""
+        return self.error(request, 503, "Database unavailable", str(exc))
+
+    async def jobtable_error(self, request: Request, exc: Exception) -> Response:
+        """Any other error jobtable raises on purpose."""
+        return self.error(request, 400, "Request refused", str(exc))
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{what} must be a whole number, got {text!r}") from None
+
+
+def _query(filters: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: v for k, v in filters.items() if v})
+
+
+def create_app(database: str | Store | Settings | None = None, *, token: str | None = None,
+               username: str | None = None, password: str | None = None,
+               trust_remote: bool = False, live_within: timedelta | None = None,
+               refresh_seconds: float = 3.0) -> Starlette:
+    """The dashboard as an ASGI app.
+
+    ``database`` is a URL, a ``Store`` (kept open; yours to close) or ``Settings``;
+    by default the usual settings resolution. Serve it with any ASGI server, or mount
+    it in your own Starlette/FastAPI app: ``app.mount("/jobs", create_app(url))``.
+
+    Without ``token`` or ``username``/``password`` it answers loopback clients only;
+    pass ``trust_remote=True`` when your application already authenticates users.
+    """
+    dashboard = Dashboard(database, live_within=live_within, refresh_seconds=refresh_seconds)
+    routes = [
+        Route("/", dashboard.overview, name="overview"),
+        Route("/partials/overview", dashboard.overview_partial, name="overview_partial"),
+        Route("/jobs", dashboard.jobs, name="jobs"),
+        Route("/jobs/{job_id:int}", dashboard.job, name="job"),
+        Route("/jobs/{job_id:int}/{action}", dashboard.action, methods=["POST"], name="action"),
+        Route("/cron", dashboard.cron, name="cron"),
+        Route("/metrics", dashboard.metrics, name="metrics"),
+        Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(dashboard.close)
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan,
+        middleware=[Middleware(Guard, token=token, username=username, password=password,
+                               trust_remote=trust_remote)],
+        exception_handlers={DatabaseUnavailableError: dashboard.database_error,
+                            JobTableError: dashboard.jobtable_error})
+    app.state.dashboard = dashboard
+    return app
+
+
+__all__ = ["Dashboard", "create_app"]

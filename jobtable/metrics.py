@@ -1,0 +1,95 @@
+"""Prometheus metrics read from the table itself, so every process reports the same numbers.
+
+The table is shared by all workers and is pruned by cleanup, so each metric is a
+gauge of what the table holds at scrape time (rows by type and status, retries and
+rescues still in the table, run times of the last hour as a gauge histogram) rather
+than a counter kept by one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from jobtable import ops
+from jobtable.store import Store
+from jobtable.timeutil import utcnow
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+RUNTIME_WINDOW = timedelta(hours=1)
+
+
+class TableCollector(Collector):
+    """Collects jobtable's metrics from a ``Store`` at each scrape."""
+
+    def __init__(self, store: Callable[[], Store], live_within: timedelta,
+                 runtime_window: timedelta = RUNTIME_WINDOW) -> None:
+        self._store = store
+        self.live_within = live_within
+        self.runtime_window = runtime_window
+
+    def collect(self) -> Iterator[Metric]:
+        """Query the table and yield every metric family."""
+        store = self._store()
+        jobs = GaugeMetricFamily("jobtable_jobs", "Rows of worker_jobs by type and status.",
+                                 labels=["type", "status"])
+        for job_type, counts in sorted(store.counts().items()):
+            for status in ops.STATUSES:
+                jobs.add_metric([job_type, status], counts.get(status, 0))
+        yield jobs
+
+        now = utcnow()
+        oldest = ops.oldest_pending_due(store, now)
+        lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+        yield GaugeMetricFamily(
+            "jobtable_queue_lag_seconds",
+            "How long the oldest due pending job has been waiting (0 when none is).",
+            value=lag)
+
+        runtime = GaugeHistogramMetricFamily(
+            "jobtable_job_runtime_seconds",
+            f"Run time (finished - started) of jobs finished in the last "
+            f"{int(self.runtime_window.total_seconds())} s, by type.",
+            labels=["type"])
+        for r in ops.runtimes(store, self.runtime_window):
+            buckets = [(_le(bound), float(n)) for bound, n in r.buckets]
+            buckets.append(("+Inf", float(r.count)))
+            runtime.add_metric([r.type], buckets, r.total_seconds)
+        yield runtime
+
+        retries = GaugeMetricFamily(
+            "jobtable_retries", "Rows in the table that retry a failed job, by type.",
+            labels=["type"])
+        for job_type, n in sorted(ops.retries_by_type(store).items()):
+            retries.add_metric([job_type], n)
+        yield retries
+
+        rescues = GaugeMetricFamily(
+            "jobtable_rescued_jobs",
+            "Rows in the table claimed more than once (their worker died or they went "
+            "stale), by type.", labels=["type"])
+        for job_type, n in sorted(ops.rescued_by_type(store).items()):
+            rescues.add_metric([job_type], n)
+        yield rescues
+
+        workers = store.live_workers(self.live_within)
+        yield GaugeMetricFamily("jobtable_live_workers",
+                                "Worker processes with a recent heartbeat.", value=len(workers))
+        yield GaugeMetricFamily("jobtable_worker_slots",
+                                "Jobs the live worker processes can run at once.",
+                                value=sum(w.concurrency for w in workers))
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def render(store: Store, live_within: timedelta) -> bytes:
+    """The metrics of ``store`` in Prometheus' text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TableCollector(lambda: store, live_within))
+    return generate_latest(registry)
