@@ -40,7 +40,7 @@ class JobTable:
         if not explicit and not Path(jobs_path).exists() and "." not in jobs_path:
             self.registry: Registry = discover(None)
         else:
-            self.registry = discover(jobs_path)
+            self.registry = discover(jobs_path, self.settings.bindings)
         self.store: Store = open_store(self.settings.database,
                                        stale_limit=self.settings.stale_limit)
         self._migrated = False

@@ -28,11 +28,13 @@ _JOB_LOGS = logging.getLogger("jobtable.job")
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """How one run ended. ``retry`` is False when a retry must not be scheduled."""
+    """How one run ended. ``retry`` is False when a retry must not be scheduled;
+    ``release`` gives the job back, pending again, instead of finishing it."""
 
     success: bool
     result: Any
     retry: bool = True
+    release: bool = False
 
 
 def job_logger(job: WorkerJob) -> logging.Logger:

@@ -47,9 +47,13 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-async def run_isolated(settings: Settings, job: WorkerJob, timeout: float,
-                       grace: float) -> RunResult:
-    """Run ``job`` in a child process and return how it ended."""
+async def run_isolated(settings: Settings, job: WorkerJob, timeout: float, grace: float, *,
+                       last_attempt: bool) -> RunResult:
+    """Run ``job`` in a child process and return how it ended.
+
+    If the child crashes, the job is given back to run again (alone again) unless this
+    was its last attempt; then it is failed for good.
+    """
     with tempfile.TemporaryDirectory(prefix="jobtable-") as folder:
         out = Path(folder) / "result.json"
         spec = {"settings": _settings_to_json(settings), "job_id": job.id,
@@ -69,10 +73,15 @@ async def run_isolated(settings: Settings, job: WorkerJob, timeout: float,
             data = json.loads(out.read_text())
             return RunResult(bool(data["success"]), data["result"], bool(data["retry"]))
     how = _describe_exit(code)
-    log.error("job %d crashed its isolated process (%s); failing it for good", job.id, how)
+    if not last_attempt:
+        log.warning("job %d crashed its isolated process (%s) on attempt %d; it will run "
+                    "again", job.id, how, job.attempts)
+        return RunResult(False, None, release=True)
+    log.error("job %d crashed its isolated process (%s) on attempt %d; failing it for good",
+              job.id, how, job.attempts)
     return RunResult(False, {
-        "error": f"Job crashed its process ({how}): it ran alone because its worker died "
-                 "during an earlier attempt, and crashed again; it is not retried",
+        "error": f"Job crashed its process ({how}) on each of {job.attempts} attempts; "
+                 "it is not retried",
         "exception": "WorkerCrash"}, retry=False)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import logging
 import pkgutil
 import sys
 import threading
@@ -24,6 +25,7 @@ from jobtable.errors import ConfigError, InvalidJobError
 from jobtable.timeutil import to_timedelta
 
 BUILTIN_PACKAGE = "jobtable.jobs"
+log = logging.getLogger("jobtable.registry")
 _DIR_PACKAGE = "jobtable_user_jobs"
 
 
@@ -88,6 +90,7 @@ class Registry:
 
     source: str | None
     types: dict[str, JobType] = field(default_factory=dict)
+    bindings: str | None = None  # the generated bindings whose REGISTRY was used
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -190,10 +193,14 @@ def _scan_package(dotted: str) -> dict[str, str]:
     }
 
 
-def discover(jobs: str | Path | None) -> Registry:
+def discover(jobs: str | Path | None, bindings: str | Path | None = None, *,
+             use_bindings: bool = True) -> Registry:
     """Find job types: built-ins, then the modules of ``jobs`` (a folder or dotted package).
 
-    Discovery reads file names only; modules are imported on first use.
+    Discovery reads file names only; modules are imported on first use. When the
+    generated bindings (``jobtable codegen``; ``bindings`` or ``_generated.py`` in the
+    folder) are present their ``REGISTRY`` is used; when it no longer matches the
+    folder a warning says so and the folder's modules are used.
     """
     registry = Registry(source=None if jobs is None else str(jobs))
     for name, origin in _scan_package(BUILTIN_PACKAGE).items():
@@ -217,6 +224,9 @@ def discover(jobs: str | Path | None) -> Registry:
             ) from None
     else:
         raise ConfigError(f"jobs folder {str(jobs)!r} does not exist; create it or pass jobs=...")
+    if use_bindings:
+        folder = path if path.is_dir() else Path(next(iter(sys.modules[str(jobs)].__path__)))
+        user = _prefer_bindings(registry, folder, user, bindings)
     for name, origin in user.items():
         if name in registry.types:
             raise InvalidJobError(
@@ -224,3 +234,22 @@ def discover(jobs: str | Path | None) -> Registry:
             )
         registry.types[name] = JobType(name=name, origin=origin)
     return registry
+
+
+def _prefer_bindings(registry: Registry, folder: Path, found: dict[str, str],
+                     bindings: str | Path | None) -> dict[str, str]:
+    from jobtable.codegen import read_registry, resolve_bindings
+
+    path = resolve_bindings(folder.resolve(), bindings)
+    listed = read_registry(path)
+    if listed is None:
+        return found
+    if listed.keys() == found.keys():
+        registry.bindings = str(path)
+        return {name: found[name] for name in sorted(listed)}
+    new, gone = sorted(found.keys() - listed.keys()), sorted(listed.keys() - found.keys())
+    log.warning("job bindings %s are stale (%s); using the jobs folder; run 'jobtable codegen'",
+                path, "; ".join(part for part in (
+                    f"not listed: {', '.join(new)}" if new else "",
+                    f"listed but gone: {', '.join(gone)}" if gone else "") if part))
+    return found

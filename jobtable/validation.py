@@ -38,15 +38,27 @@ def _check_value(value: Any, tp: Any, path: str) -> str | None:
         if not isinstance(value, list):
             return f"{path} should be a list, got {type(value).__name__}"
         args = get_args(tp)
-        if args:
-            for i, item in enumerate(value):
-                problem = _check_value(item, args[0], f"{path}[{i}]")
-                if problem:
-                    return problem
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            # A fixed-length tuple: one type per position.
+            if len(value) != len(args):
+                return f"{path} should have {len(args)} items, got {len(value)}"
+            items = list(zip(value, args, strict=True))
+        else:
+            items = [(item, args[0]) for item in value] if args else []
+        for i, (item, item_type) in enumerate(items):
+            problem = _check_value(item, item_type, f"{path}[{i}]")
+            if problem:
+                return problem
         return None
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             return f"{path} should be an object, got {type(value).__name__}"
+        args = get_args(tp)
+        if len(args) == 2:
+            for key, item in value.items():
+                problem = _check_value(item, args[1], f"{path}[{key!r}]")
+                if problem:
+                    return problem
         return None
     if is_typeddict(tp) or dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -76,7 +88,7 @@ def validate_data(data_type: Any, data: dict[str, Any], prefix: str = "") -> str
         return None
     if is_typeddict(data_type):
         hints = get_type_hints(data_type)
-        required = set(getattr(data_type, "__required_keys__", hints))
+        required = _required_keys(data_type)
     elif dataclasses.is_dataclass(data_type):
         hints = get_type_hints(data_type)
         required = {f.name for f in dataclasses.fields(data_type)
@@ -95,3 +107,19 @@ def validate_data(data_type: Any, data: dict[str, Any], prefix: str = "") -> str
         if problem:
             return problem
     return None
+
+
+def _required_keys(typed_dict: Any) -> set[str]:
+    """The required keys of a TypedDict, honouring ``Required``/``NotRequired``.
+
+    Python 3.11 ignores those markers in ``__required_keys__`` when the module uses
+    ``from __future__ import annotations``; the evaluated hints still carry them.
+    """
+    required = set(getattr(typed_dict, "__required_keys__", ()))
+    for key, hint in get_type_hints(typed_dict, include_extras=True).items():
+        origin = get_origin(hint)
+        if origin is typing.NotRequired:
+            required.discard(key)
+        elif origin is typing.Required:
+            required.add(key)
+    return required

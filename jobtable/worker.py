@@ -251,6 +251,9 @@ class Worker:
 
     async def _execute(self, job: WorkerJob) -> None:
         outcome = await self._run_job(job)
+        if outcome.release:
+            await self._release(job)
+            return
         if outcome.success:
             self.stats.succeeded += 1
         else:
@@ -260,12 +263,26 @@ class Worker:
         self._outcomes.put_nowait(Outcome(job=job, success=outcome.success,
                                           result=outcome.result, follow_up=follow))
 
+    async def _release(self, job: WorkerJob) -> None:
+        """Give a claimed job back: pending again, its attempt counted."""
+        delay = 0.05
+        while True:
+            try:
+                await asyncio.to_thread(self.store.release_claim, job.id, job.attempts)
+                break
+            except Exception as exc:
+                await self._database_trouble("release", exc, delay)
+                delay = min(delay * 2, 5.0)
+        self._held.discard(job.id)
+        self._slot_free.set()
+
     async def _run_job(self, job: WorkerJob) -> RunResult:
         timeout = job_timeout(self.jt, job.type, self._max_timeout)
         grace = self.settings.grace_period.total_seconds()
         if job.attempts > 1 and self.settings.isolate_suspects:
             # Claimed before and never finished: it may be what killed a worker.
-            return await run_isolated(self.settings, job, timeout, grace)
+            return await run_isolated(self.settings, job, timeout, grace,
+                                      last_attempt=job.attempts >= self.settings.max_attempts)
         return await run_job(self.jt, self.app, job, self._executor, timeout, grace)
 
     # -- completing ------------------------------------------------------------
@@ -331,20 +348,25 @@ class Worker:
         rescue_after = self.settings.rescue_after
         interval = max(0.2, min(5.0, rescue_after.total_seconds() / 3))
         # Rescue only after this worker has reached the database for a whole rescue
-        # window: right after start-up or an outage, other workers' heartbeats may be
-        # old only because nobody could write them.
-        connected_since = time.monotonic()
+        # window without a gap: right after start-up or an outage (even one that merely
+        # made our calls wait), other workers' heartbeats may be old only because
+        # nobody could write them.
+        connected_since: float | None = time.monotonic()
+        last_ok = time.monotonic()
         while True:
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            began = time.monotonic()
             try:
                 await asyncio.to_thread(self.store.heartbeat, self.id, self.concurrency,
                                         os.getpid())
             except Exception as exc:
-                connected_since = float("inf")
-                await self._database_trouble("heartbeat", exc, 0)
+                connected_since = None
+                await self._database_trouble("heartbeat", exc)
                 continue
             now = time.monotonic()
-            connected_since = min(connected_since, now)
+            if connected_since is None or now - began > interval or now - last_ok > 3 * interval:
+                connected_since = now
+            last_ok = now
             if now - connected_since < rescue_after.total_seconds():
                 continue
             try:

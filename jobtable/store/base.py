@@ -253,6 +253,16 @@ class Store(ABC):
                 self._notify(tx, jobs)
         return written
 
+    def release_claim(self, job_id: int, token: int) -> bool:
+        """Make a claimed job pending again (its attempt stays counted), if the claim is
+        still current."""
+        with self.transaction() as tx:
+            rows = tx.q("get_job", id=job_id)
+            if not rows or self.to_job(rows[0]).attempts != token:
+                return False
+            tx.q("reset_claim", id=job_id, token=token, now=self._t(utcnow()))
+        return True
+
     def release_unknown_claims(self, worker_id: str, running: set[int]) -> list[int]:
         """Make pending again the rows claimed by ``worker_id`` that it is not running.
 

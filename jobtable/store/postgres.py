@@ -8,6 +8,8 @@ transaction-scoped advisory lock; batches travel as arrays in one statement.
 from __future__ import annotations
 
 import re
+import socket
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,7 @@ from psycopg_pool import ConnectionPool
 from jobtable.errors import DatabaseUnavailableError, MigrationError
 from jobtable.model import NewJob, Outcome, WorkerJob
 from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries, pair_key
+from jobtable.timeutil import utcnow
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MIGRATION_LOCK = 0x6A6F627461626C65  # "jobtable": serialises concurrent migrators
@@ -61,6 +64,8 @@ class PostgresStore(Store):
     def __init__(self, url: str, *, stale_limit: timedelta = DEFAULT_STALE_LIMIT,
                  min_size: int = 1, max_size: int = 8, connect_timeout: float = 10.0) -> None:
         super().__init__(url, stale_limit=stale_limit)
+        self._hb_conn: psycopg.Connection[Row] | None = None
+        self._hb_lock = threading.Lock()
         self.pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False, configure=_configure,
             kwargs={"row_factory": dict_row, "autocommit": False},
@@ -74,6 +79,27 @@ class PostgresStore(Store):
             raise DatabaseUnavailableError(
                 f"cannot connect to PostgreSQL at {_safe(url)}: {_first_line(exc)}") from None
 
+    def heartbeat(self, worker_id: str, concurrency: int, pid: int) -> None:
+        """Record a heartbeat on a connection of its own.
+
+        After an outage the pool reconnects with a growing backoff; the heartbeat must
+        come back within seconds, or peers would take a live worker for dead.
+        """
+        with self._hb_lock:
+            try:
+                if self._hb_conn is None or self._hb_conn.closed:
+                    self._hb_conn = psycopg.connect(self.url, autocommit=True,
+                                                    connect_timeout=5, row_factory=dict_row)
+                    _configure(self._hb_conn)
+                _PgTx(self._hb_conn).q(
+                    "heartbeat", id=worker_id, host=socket.gethostname(), pid=pid,
+                    concurrency=concurrency, now=utcnow())
+            except psycopg.Error:
+                if self._hb_conn is not None:
+                    self._hb_conn.close()
+                self._hb_conn = None
+                raise
+
     @contextmanager
     def transaction(self) -> Iterator[_PgTx]:
         with self.pool.connection() as conn, conn.transaction():
@@ -84,6 +110,9 @@ class PostgresStore(Store):
             return _PgTx(conn).q(sql, **params)
 
     def close(self) -> None:
+        with self._hb_lock:
+            if self._hb_conn is not None:
+                self._hb_conn.close()
         self.pool.close()
 
     # -- migrations ------------------------------------------------------------

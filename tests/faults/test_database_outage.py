@@ -46,7 +46,7 @@ def test_workers_survive_a_postgres_restart_and_finish_every_job_once(
             private_pg.restart()
         else:
             private_pg.stop()
-            time.sleep(3)
+            time.sleep(8)  # longer than the rescue window: nobody may be taken for dead
             private_pg.start()
         back_at = time.monotonic()
         wait_until(lambda: _finished(private_pg.url) == JOBS, 240, f"all {JOBS} jobs to finish")

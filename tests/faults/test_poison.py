@@ -1,6 +1,7 @@
 """A job that kills its own process: the supervisor restarts the worker, the job runs
-again alone in a child process, crashes only that, and is failed for good; the jobs
-that shared its worker when it first crashed are re-run and succeed."""
+again alone in a child process, crashing only that, until it is failed for good after
+``max_attempts``; the jobs that shared its worker when it first crashed are re-run and
+succeed."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def test_a_job_that_crashes_its_worker_is_isolated_and_failed_not_retried_foreve
     success, attempts, result = query(
         db_url, "SELECT success, attempts, result FROM worker_jobs WHERE id = %s", poison.id)[0]
     assert not success
-    assert attempts == 2, "one crash with its worker, one alone in an isolated process"
+    assert attempts == 3, "one crash with its worker, then alone until max_attempts"
     assert "crashed its process" in str(result)
     # Given up for good: no retry row, despite auto_reschedule_on_failure.
     assert query(db_url, "SELECT COUNT(*) FROM worker_jobs WHERE rescheduled_from_job = %s",
