@@ -124,12 +124,24 @@ class CodegenOutcome:
     summary: str = ""
 
 
-def describe_changes(changes: Iterable[tuple[Any, str]]) -> str:
-    """``jobs/a.py added, jobs/b.py modified`` (at most three, then a count)."""
+def describe_changes(changes: Iterable[tuple[Any, str]], known: set[str]) -> str:
+    """``jobs/a.py added, jobs/b.py modified`` (at most three, then a count).
+
+    ``known`` holds the files seen so far and is kept up to date: an editor that saves
+    by replacing the file shows up as "added", which is a modification of a known file.
+    """
     words = {1: "added", 2: "modified", 3: "deleted"}
     seen: dict[str, str] = {}
     for change, path in sorted(changes, key=lambda c: c[1]):
-        seen[shown(path)] = words.get(int(change), "changed")
+        what = words.get(int(change), "changed")
+        exists = Path(path).exists()
+        if (what == "added" and path in known) or (what == "deleted" and exists):
+            what = "modified"
+        if exists:
+            known.add(path)
+        else:
+            known.discard(path)
+        seen[shown(path)] = what
     parts = [f"{path} {what}" for path, what in seen.items()]
     if len(parts) > 3:
         parts = [*parts[:3], f"and {len(parts) - 3} more"]
@@ -151,6 +163,8 @@ class DevLoop:
         self.signals = 0
         self.worker: subprocess.Popen[bytes] | None = None
         self.broken: list[str] = []
+        self.known = {str(f) for p in self.paths
+                      for f in ([p] if p.is_file() else p.rglob("*.py"))}
         self.reported_exit = False
         self.stop_sent = False
 
@@ -287,7 +301,7 @@ class DevLoop:
 
     def on_changes(self, changes: set[tuple[Any, str]]) -> None:
         """Regenerate and restart, saying in one line what changed."""
-        what = describe_changes(changes)
+        what = describe_changes(changes, self.known)
         self.ask_worker_to_stop()  # it drains while the bindings are regenerated
         outcome = self.run_codegen()
         if self.stop_event.is_set():
@@ -300,8 +314,11 @@ class DevLoop:
 
     def run(self) -> int:
         """Run until SIGINT/SIGTERM; return the exit code (0 after a clean stop)."""
+        import logging
+
         import watchfiles
 
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we say what changed
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -21,17 +21,18 @@ Example, with pytest::
 from __future__ import annotations
 
 import asyncio
-import inspect
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from jobtable.client import JobTable, _check_data
 from jobtable.codegen import data_dict
 from jobtable.errors import InvalidDataError, InvalidJobError
+from jobtable.execution import bootstrap_app, job_logger
 from jobtable.model import JobParams, JobStatus, WorkerJob, WorkerJobConfig
 from jobtable.registry import JobType
 from jobtable.timeutil import utcnow
-from jobtable.worker import Worker, _is_json, job_logger, load_app
+from jobtable.worker import Worker
 
 __all__ = [
     "Drained",
@@ -85,9 +86,12 @@ def _prepare(jt: JobTable, job_type: str, data: Any,
 
 
 def _checked_result(value: Any) -> Any:
-    problem = _is_json(value)
-    if problem:
-        raise InvalidDataError(f"the job returned a result the worker would reject: {problem}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDataError(
+            f"the job returned a result the worker would reject: {type(value).__name__} "
+            f"is not JSON-serialisable ({exc})") from None
     return value
 
 
@@ -105,6 +109,7 @@ def run_job(jt: JobTable, job_type: str, data: Any = None, *, user_id: int = 0,
     _no_running_loop("run_job")
     jobtype, job = _prepare(jt, job_type, data, user_id)
     run = jobtype.run
+    assert run is not None
 
     async def in_loop() -> Any:
         # One event loop for the app factory and the job: the app's clients stay usable.
@@ -124,6 +129,7 @@ async def run_job_async(jt: JobTable, job_type: str, data: Any = None, *, user_i
     a plain ``def`` job runs in a thread."""
     jobtype, job = await asyncio.to_thread(_prepare, jt, job_type, data, user_id)
     run = jobtype.run
+    assert run is not None
     params = JobParams(app=await _resolve_app(jt, app), log=job_logger(job), job=job,
                        jobtable=jt)
     if jobtype.is_async:
@@ -132,13 +138,7 @@ async def run_job_async(jt: JobTable, job_type: str, data: Any = None, *, user_i
 
 
 async def _resolve_app(jt: JobTable, app: Any) -> Any:
-    if app is not _UNSET:
-        return app
-    factory = load_app(jt.settings.app, jt)
-    if factory is jt:
-        return jt
-    made = factory()
-    return await made if inspect.isawaitable(made) else made
+    return app if app is not _UNSET else await bootstrap_app(jt.settings.app, jt)
 
 
 # -- draining the table ------------------------------------------------------------------
