@@ -381,18 +381,25 @@ def stats_command(database: str | None, jobs: str | None, watch: bool, interval:
             else:
                 _console().print(stats_view(snapshot))
             return
-        from rich.live import Live
-
         console = _console()
-        with Live(stats_view(ops.stats(store, settings.rescue_after)), console=console,
-                  auto_refresh=False, screen=False) as live:
-            try:
+        try:
+            if not console.is_terminal:
+                # Not a terminal (a pipe, a log): append each snapshot instead.
+                while True:
+                    console.print(stats_view(ops.stats(store, settings.rescue_after)))
+                    console.print()
+                    console.file.flush()
+                    time.sleep(interval)
+            from rich.live import Live
+
+            with Live(stats_view(ops.stats(store, settings.rescue_after)), console=console,
+                      auto_refresh=False, screen=False) as live:
                 while True:
                     time.sleep(interval)
                     live.update(stats_view(ops.stats(store, settings.rescue_after)),
                                 refresh=True)
-            except KeyboardInterrupt:
-                pass
+        except KeyboardInterrupt:
+            pass
 
 
 @click.command("dashboard")
