@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from jobtable import JobTable
+
 from ._support import Cli, table, write_jobs
 
 

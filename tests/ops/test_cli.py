@@ -12,6 +12,7 @@ from pathlib import Path
 
 from jobtable import JobTable
 from jobtable.timeutil import utcnow
+
 from ._support import Cli, backdate, finish, schedule, wait_for
 
 
