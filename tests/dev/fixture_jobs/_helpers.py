@@ -1,0 +1,3 @@
+"""Not a job type: its name starts with an underscore."""
+
+GREETING = "hello"
