@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 from click.testing import CliRunner, Result
 
-from jobtable import JobTable, WorkerJob, WorkerJobConfig
+from jobtable import JobTable, WorkerJob, WorkerJobConfig, scheduling
 from jobtable.cli import main
 from jobtable.model import Outcome
 from jobtable.store import Store
@@ -52,8 +52,9 @@ def schedule(jt: JobTable, job_type: str, user_id: int = 0, **kw: Any) -> Worker
 
 
 def finish(store: Store, success: bool | Callable[[WorkerJob], bool] = True) -> list[WorkerJob]:
-    """Claim every due pending job (as worker 'test-worker') and finish it: succeeded, or
-    failed with an error and a traceback, as ``success`` says."""
+    """Claim every due pending job (as worker 'test-worker') and finish it, as a worker
+    would: succeeded, or failed with an error and a traceback, as ``success`` says; with
+    the retry or next cron row that follows."""
     outcomes = []
     for job in store.claim("test-worker", 10_000):
         ok = success(job) if callable(success) else success
@@ -61,7 +62,8 @@ def finish(store: Store, success: bool | Callable[[WorkerJob], bool] = True) -> 
             "error": f"job {job.id} failed", "exception": "ValueError",
             "traceback": "Traceback (most recent call last):\n  File \"jobs/boom.py\", "
                          f"line 2, in run\nValueError: job {job.id} failed\n"}
-        outcomes.append(Outcome(job=job, success=ok, result=value))
+        outcomes.append(Outcome(job=job, success=ok, result=value,
+                                follow_up=scheduling.follow_up(job, ok, utcnow())))
     store.complete(outcomes)
     return [j for j in (store.get_job(o.job.id) for o in outcomes) if j is not None]
 
