@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -117,12 +118,20 @@ def populate(jt: JobTable, now: datetime | None = None) -> dict[str, int]:
     store = jt.store
     now = now or utcnow()
     ids: dict[str, int] = {}
-    done = [schedule(jt, "send_report", user_id=u, data={"to": f"user{u}@example.com"}).id
-            for u in range(1, 61)]
-    finish(store, lambda j: j.user_id <= 54)
-    for i, job_id in enumerate(done):
-        end = now - timedelta(minutes=59 - i, seconds=(i * 7) % 50)
-        backdate(store, job_id, end - timedelta(milliseconds=120 + (i * 37) % 900), end)
+    # An hour of traffic in waves, a few failures among it.
+    plan = [(m, k) for m in range(60)
+            for k in range(2 + round(3 + 2.5 * math.sin(m / 6)) + (3 if m % 11 == 0 else 0))]
+    rows = jt.schedule_jobs([WorkerJobConfig(type="send_report", user_id=1000 + i,
+                                             data={"to": f"user{i}@example.com"})
+                             for i in range(len(plan))])
+    failing = {rows[i].id for i, (m, k) in enumerate(plan) if (m * 7 + k) % 23 == 0}
+    finish(store, lambda j: j.id not in failing)
+    with store.transaction() as tx:
+        for row, (minute, k) in zip(rows, plan, strict=True):
+            end = now - timedelta(minutes=59 - minute, seconds=(k * 11) % 55)
+            tx.q("UPDATE worker_jobs SET started = :s, finished = :f WHERE id = :id",
+                 s=store._t(end - timedelta(milliseconds=80 + (k * 137) % 1500)),
+                 f=store._t(end), id=row.id)
     failed = schedule(jt, "boom", user_id=7, data={"to": "ada@example.com", "attempt": 1})
     finish(store, False)
     ids["failed"] = failed.id
