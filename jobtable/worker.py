@@ -70,6 +70,7 @@ class Worker:
         self._held: set[int] = set()  # claimed and not yet written back
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._completing = 0
+        self._completed_batches = 0  # lets a burst claim tell if a write raced with it
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -186,6 +187,7 @@ class Worker:
                 await self._wait(self._slot_free, None)
                 continue
             self._wake.clear()
+            batches_before = self._completed_batches
             try:
                 if self._claim_uncertain:
                     released = await asyncio.to_thread(
@@ -208,7 +210,10 @@ class Worker:
             if len(jobs) == free:
                 continue
             if self.burst and not jobs:
-                if not self._running and self._outcomes.empty() and not self._completing:
+                # An outcome written while the claim ran may have scheduled a follow-up
+                # the claim did not see: claim once more before calling it done.
+                if (not self._running and self._outcomes.empty() and not self._completing
+                        and self._completed_batches == batches_before):
                     return
                 await self._wait(self._slot_free, 0.05)
                 continue
@@ -298,6 +303,7 @@ class Worker:
                 await self._write_outcomes(batch)
             finally:
                 self._completing = 0
+                self._completed_batches += 1
                 for _ in batch:
                     self._outcomes.task_done()
                 self._slot_free.set()
