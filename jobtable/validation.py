@@ -98,10 +98,10 @@ def validate_data(data_type: Any, data: dict[str, Any], prefix: str = "") -> str
         return None
     missing = sorted(required - data.keys())
     if missing:
-        return f"missing key {prefix}{missing[0]!r} (required: {sorted(required)})"
+        return f"missing key {prefix + missing[0]!r} (required: {sorted(required)})"
     unknown = sorted(data.keys() - hints.keys())
     if unknown:
-        return f"unexpected key {prefix}{unknown[0]!r} (allowed: {sorted(hints)})"
+        return f"unexpected key {prefix + unknown[0]!r} (allowed: {sorted(hints)})"
     for key, value in data.items():
         problem = _check_value(value, hints[key], f"{prefix}{key}")
         if problem:
