@@ -17,6 +17,8 @@ import os
 import signal
 import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -57,7 +59,8 @@ async def run_isolated(settings: Settings, job: WorkerJob, timeout: float, grace
     with tempfile.TemporaryDirectory(prefix="jobtable-") as folder:
         out = Path(folder) / "result.json"
         spec = {"settings": _settings_to_json(settings), "job_id": job.id,
-                "token": job.attempts, "timeout": timeout, "grace": grace, "out": str(out)}
+                "token": job.attempts, "timeout": timeout, "grace": grace, "out": str(out),
+                "parent": os.getpid()}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "jobtable.isolated", stdin=asyncio.subprocess.PIPE)
         assert proc.stdin is not None
@@ -118,9 +121,33 @@ async def _child(spec: dict[str, Any]) -> RunResult:
         jt.close()
 
 
+def _die_with_parent(parent: int) -> None:
+    """Never outlive the worker: a job still running after its worker died would run
+    twice at once once the job is rescued."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(70)
+            time.sleep(0.2)
+
+    if os.getppid() != parent:
+        os._exit(70)
+    threading.Thread(target=watch, name="jobtable-parent-watch", daemon=True).start()
+
+
 def main() -> None:
     """Entry point of the child: read the spec on stdin, write the outcome to a file."""
     spec = json.loads(sys.stdin.read())
+    _die_with_parent(int(spec["parent"]))
     level = str(spec["settings"].get("log_level", "INFO")).upper()
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")

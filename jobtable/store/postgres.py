@@ -73,6 +73,9 @@ class PostgresStore(Store):
             reconnect_timeout=3600,
         )
         try:
+            # One direct attempt first: a wrong host or database fails at once with the
+            # server's own words, instead of after the pool's retries.
+            psycopg.connect(url, connect_timeout=int(connect_timeout)).close()
             self.pool.open(wait=True, timeout=connect_timeout)
         except Exception as exc:
             self.pool.close()

@@ -46,8 +46,8 @@ def _exec(sql, args):
 def run(params):
     job = params.job
     started = time.time()
-    _exec("INSERT INTO runs (job_id, attempt, pid, started) VALUES (%s, %s, %s, %s)",
-          (job.id, job.attempts, os.getpid(), started))
+    _exec("INSERT INTO runs (job_id, attempt, pid, ppid, started) VALUES (%s, %s, %s, %s, %s)",
+          (job.id, job.attempts, os.getpid(), os.getppid(), started))
     time.sleep(params.job.data.get("sleep", 0.05))
     _exec("UPDATE runs SET ended = %s WHERE job_id = %s AND attempt = %s AND pid = %s",
           (time.time(), job.id, job.attempts, os.getpid()))
@@ -72,7 +72,7 @@ class RunLog:
 
     def create(self) -> None:
         self._execute("CREATE TABLE runs (job_id bigint, attempt integer, pid integer, "
-                      "started double precision, ended double precision)")
+                      "ppid integer, started double precision, ended double precision)")
 
     def _execute(self, sql: str) -> None:
         if self.url.startswith("postgresql"):
@@ -83,8 +83,11 @@ class RunLog:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(sql)
 
-    def rows(self) -> list[tuple[int, int, int, float, float | None]]:
-        sql = "SELECT job_id, attempt, pid, started, ended FROM runs ORDER BY started"
+    def rows(self) -> list[tuple[int, int, int, float, float | None, int]]:
+        """(job_id, attempt, pid, started, ended, ppid) of every run, oldest first.
+
+        ``ppid`` tells the worker of a run made in an isolated child process."""
+        sql = "SELECT job_id, attempt, pid, started, ended, ppid FROM runs ORDER BY started"
         if self.url.startswith("postgresql"):
             with psycopg.connect(self.url) as conn:
                 return [tuple(r) for r in conn.execute(sql).fetchall()]  # type: ignore[misc]
