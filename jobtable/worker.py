@@ -128,8 +128,13 @@ class Worker:
                 await asyncio.to_thread(self.store.unregister_worker, self.id)
             except Exception as exc:
                 log.warning("could not unregister worker %s: %s", self.id, exc)
-            self._lost_threads = len([t for t in self._executor._threads if t.is_alive()])
+            threads = list(self._executor._threads)
             self._executor.shutdown(wait=False, cancel_futures=True)
+            # Idle pool threads exit on shutdown; only those still running a job stay.
+            deadline = time.monotonic() + 0.2
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            self._lost_threads = len([t for t in threads if t.is_alive()])
             del loop
             log.info("worker %s stopped: %d succeeded, %d failed", self.id,
                      self.stats.succeeded, self.stats.failed)
