@@ -153,6 +153,14 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
         raise AssertionError(f"process {proc.pid} ignored SIGTERM for {timeout}s") from None
 
 
+def assert_clean_stop(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM ``proc``; it must exit 0, else fail showing the end of its log."""
+    code = stop(proc)
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+        raise AssertionError(f"worker exited with {code}; end of its log:\n{tail}")
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process with this pid exists and is not a zombie."""
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from jobtable import JobTable
 
-from ._support import query, report, start_worker, stop, wait_until, write_jobs
+from ._support import assert_clean_stop, query, report, start_worker, wait_until, write_jobs
 
 PAIRS = 50
 SCHEDULERS = 8
@@ -63,7 +63,7 @@ def test_at_most_one_pending_job_per_pair_under_concurrent_scheduling(
         wait_until(lambda: query(db_url, "SELECT COUNT(*) FROM worker_jobs WHERE type = 'noop' "
                                          "AND finished IS NULL")[0][0] == 0,
                    120, "workers to drain every pending job")
-        assert stop(workers) == 0
+        assert_clean_stop(workers, tmp_path / "worker.log")
     finally:
         for p in [*schedulers, workers]:
             if p.poll() is None:

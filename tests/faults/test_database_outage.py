@@ -11,7 +11,16 @@ import pytest
 
 from jobtable import JobTable, WorkerJobConfig
 
-from ._support import RunLog, pid_alive, query, report, start_worker, stop, wait_until, write_jobs
+from ._support import (
+    RunLog,
+    assert_clean_stop,
+    pid_alive,
+    query,
+    report,
+    start_worker,
+    wait_until,
+    write_jobs,
+)
 from .conftest import PrivatePostgres
 
 JOBS = 5000
@@ -53,7 +62,7 @@ def test_workers_survive_a_postgres_restart_and_finish_every_job_once(
         recovered = time.monotonic() - back_at
         assert all(pid_alive(pid) for pid in pids_before), "a worker process died"
         assert supervisor.poll() is None
-        assert stop(supervisor) == 0
+        assert_clean_stop(supervisor, tmp_path / "worker.log")
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

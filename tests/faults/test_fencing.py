@@ -11,7 +11,7 @@ import pytest
 
 from jobtable import JobTable, WorkerJobConfig
 
-from ._support import query, report, start_worker, stop, wait_until, write_jobs
+from ._support import assert_clean_stop, query, report, start_worker, wait_until, write_jobs
 
 FROZEN_JOB = """
 import asyncio, os
@@ -68,8 +68,8 @@ def test_a_frozen_worker_cannot_overwrite_the_rescued_run_or_fork_the_cron_chain
             samples.append(_pending_in_chain(db_url))
             time.sleep(0.05)
         assert max(samples) == 1, f"cron chain pending rows over time: {sorted(set(samples))}"
-        for proc in (a, b):
-            assert stop(proc) == 0
+        for proc, name in ((a, "a.log"), (b, "b.log")):
+            assert_clean_stop(proc, tmp_path / name)
     finally:
         for proc in (a, b):
             if proc is not None and proc.poll() is None:

@@ -13,7 +13,15 @@ import pytest
 
 from jobtable import JobTable, WorkerJobConfig
 
-from ._support import pid_alive, query, report, start_worker, stop, wait_until, write_jobs
+from ._support import (
+    assert_clean_stop,
+    pid_alive,
+    query,
+    report,
+    start_worker,
+    wait_until,
+    write_jobs,
+)
 
 POISON = {
     "exit": "import os\n\ndef run(params):\n    os._exit(3)\n",
@@ -40,7 +48,7 @@ def test_a_job_that_crashes_its_worker_is_isolated_and_failed_not_retried_foreve
                    "the poison job to be given up on")
         wait_until(lambda: query(db_url, "SELECT COUNT(*) FROM worker_jobs WHERE type = 'fine' "
                                          "AND success")[0][0] == 20, 60, "the other jobs")
-        assert stop(sup) == 0
+        assert_clean_stop(sup, tmp_path / "worker.log")
     finally:
         if sup.poll() is None:
             sup.kill()
@@ -79,7 +87,7 @@ def test_without_isolation_a_crashing_job_is_abandoned_after_max_attempts(
         wait_until(lambda: query(db_url, "SELECT finished FROM worker_jobs WHERE id = %s",
                                  poison.id)[0][0] is not None, 120,
                    "the poison job to be given up on")
-        assert stop(sup) == 0
+        assert_clean_stop(sup, tmp_path / "worker.log")
     finally:
         if sup.poll() is None:
             sup.kill()

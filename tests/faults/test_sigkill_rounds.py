@@ -14,7 +14,16 @@ import pytest
 
 from jobtable import JobTable, WorkerJobConfig
 
-from ._support import RunLog, pid_alive, query, report, start_worker, stop, wait_until, write_jobs
+from ._support import (
+    RunLog,
+    assert_clean_stop,
+    pid_alive,
+    query,
+    report,
+    start_worker,
+    wait_until,
+    write_jobs,
+)
 
 JOBS = 2000
 ROUNDS = 20
@@ -60,7 +69,7 @@ def test_sigkill_rounds_lose_no_job_and_never_overlap_runs(db_url: str, tmp_path
             os.kill(pid, signal.SIGKILL)
             time.sleep(rng.uniform(0.6, 1.0))
         wait_until(lambda: _finished(db_url) == JOBS, 240, f"all {JOBS} jobs to finish")
-        assert stop(supervisor) == 0
+        assert_clean_stop(supervisor, tmp_path / "worker.log")
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
