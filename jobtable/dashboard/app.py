@@ -238,7 +238,8 @@ class Dashboard:
             "page": "jobs", "job": job, "chain": chain, "running": running,
             "result": result, "traceback": traceback, "fields": fields, "flash": flash,
             "problem": problem,
-            "can_cancel": job.status == JobStatus.PENDING,
+            # A row started so long ago that it counts as pending again can be cancelled.
+            "can_cancel": job.finished is None and not running,
             "can_retry": job.status in ops.RETRYABLE,
             "can_run_now": job.status == JobStatus.PENDING and job.due > utcnow()}, status)
 

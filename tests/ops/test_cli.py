@@ -231,3 +231,13 @@ def test_jobs_command_runs_through_the_real_entry_point(db_url: str, jt: JobTabl
                          cwd=tmp_path, timeout=60)
     rows = json.loads(out.stdout)
     assert [(r["id"], r["data"]) for r in rows] == [(job.id, {"to": "x@example.com"})]
+
+
+def test_cancel_accepts_a_started_job_past_the_stale_limit(cli: Cli, jt: JobTable) -> None:
+    job = schedule(jt, "send_report", user_id=8)
+    jt.store.claim("gone-worker", 10)
+    long_ago = utcnow() - timedelta(hours=2)  # the stale limit is 1 hour
+    backdate(jt.store, job.id, long_ago, None)
+    cli("jobs", "cancel", str(job.id))
+    row = jt.get_job(job.id)
+    assert row is not None and row.status.value == "cancelled"
