@@ -574,7 +574,7 @@ def _render_module(package: str, bindings: list[JobBinding], registry: dict[str,
         for b in bindings:
             signature = _signature(fn, f'Literal["{b.name}"]', _data_param(b), True)
             w("\n\n" + ("@overload\n" if many else "") + signature
-              + (" ...\n" if many else ""))
+              + (" ...\n" if many else "\n"))
             if not many:
                 w(f'    """{_DOCS[fn[0]]}"""\n')
                 w("    " + _BODIES[fn[0]].replace("**options", _KEYWORDS) + "\n")
@@ -585,6 +585,7 @@ def _render_module(package: str, bindings: list[JobBinding], registry: dict[str,
     return "".join(out)
 
 
-_KEYWORDS = ("user_id=user_id, due=due, auto_reschedule_on_failure=auto_reschedule_on_failure,"
+_KEYWORDS = ("user_id=user_id, due=due,"
+             "\n        auto_reschedule_on_failure=auto_reschedule_on_failure,"
              "\n        auto_reschedule_on_failure_delay=auto_reschedule_on_failure_delay,"
              "\n        remove_delay=remove_delay")

@@ -75,7 +75,7 @@ def codegen_command(jobs: str | None, output: str | None, check: bool) -> None:
             click.echo(f"error: {_relative_messages(error)}", err=True)
         click.echo(f"{name} not written: fix the job modules above", err=True)
         sys.exit(1)
-    count = f"{len(bindings.job_types)} job types"
+    count = f"{len(bindings.job_types)} job type{'s' if len(bindings.job_types) != 1 else ''}"
     if check:
         problems = codegen.staleness(bindings, name)
         if problems:

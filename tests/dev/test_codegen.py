@@ -285,7 +285,11 @@ def test_mypy_accepts_correct_calls_and_rejects_a_misspelt_type_and_wrong_data(
     (project / "good.py").write_text(USER_CODE_OK)
     (project / "typo.py").write_text(USER_CODE_TYPO)
     (project / "wrong_data.py").write_text(USER_CODE_WRONG_DATA)
-    done = run_mypy(project, "good.py", "typo.py", "wrong_data.py", "jobs/_generated.py")
+    (project / "no_jobs").mkdir()  # built-ins only: one job type, so no @overload
+    assert cli("codegen", "--jobs", "no_jobs", cwd=project, check=True).stdout.strip() == \
+        "wrote no_jobs/_generated.py (1 job type)"
+    done = run_mypy(project, "good.py", "typo.py", "wrong_data.py", "jobs/_generated.py",
+                    "no_jobs/_generated.py")
     errors = sorted(line for line in done.stdout.splitlines() if ": error:" in line)
     overload = 'No overload variant of "schedule_job" matches argument types'
     assert errors == [
