@@ -206,8 +206,9 @@ class DevLoop:
                 return (base / f"{top}.py").resolve()
         with contextlib.suppress(ImportError, ValueError):
             spec = importlib.util.find_spec(top)
-            if spec is not None and spec.origin and "site-packages" not in spec.origin:
-                origin = Path(spec.origin)
+            origin = Path(spec.origin) if spec is not None and spec.origin else None
+            installed = {"site-packages", "dist-packages"}
+            if origin is not None and not installed & set(origin.parts):
                 return origin.parent if origin.name == "__init__.py" else origin
         return None
 
@@ -250,7 +251,9 @@ class DevLoop:
 
     def start_worker(self) -> None:
         """Start ``jobtable worker`` as a child process."""
-        env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
+        # The worker reads the registry from the bindings this loop writes.
+        env = dict(os.environ, **{PARENT_ENV: str(os.getpid()),
+                                  "JOBTABLE_BINDINGS": str(self.location.bindings)})
         # Own session: a terminal's Ctrl-C reaches this loop only, which then stops the
         # worker once, gracefully (a second signal would mean "interrupt jobs now").
         self.worker = subprocess.Popen([sys.executable, "-m", "jobtable", "worker",
