@@ -6,6 +6,7 @@ in this registry, whose names come from the files of the jobs folder.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -39,18 +40,18 @@ class JobType:
     error: str | None = None
     builtin: bool = False
 
-    @property
+    @functools.cached_property
     def run(self) -> Callable[[Any], Any] | None:
-        """The module's ``run`` callable, if it has one."""
+        """The module's ``run`` callable, if it has one (read once, after import)."""
         fn = getattr(self.module, "run", None)
         return fn if callable(fn) else None
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
         """True when ``run`` is a coroutine function."""
         return inspect.iscoroutinefunction(self.run)
 
-    @property
+    @functools.cached_property
     def timeout(self) -> timedelta | None:
         """The module's ``TIMEOUT`` (seconds or timedelta), if any."""
         return _setting(self.module, "TIMEOUT")

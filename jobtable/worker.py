@@ -185,12 +185,22 @@ class Worker:
     # -- claiming --------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        # Busy, claim in batches: after a full claim wait until a quarter of the slots
+        # are free (or a few milliseconds pass) rather than one round trip per slot.
+        batch = max(1, self.concurrency // 4)
         while not self._stopping.is_set():
             free = self.concurrency - len(self._running)
             if free <= 0:
                 self._slot_free.clear()
                 await self._wait(self._slot_free, None)
                 continue
+            if free < batch and self._running:
+                deadline = time.monotonic() + 0.005
+                while (self.concurrency - len(self._running) < batch and self._running
+                       and time.monotonic() < deadline and not self._stopping.is_set()):
+                    self._slot_free.clear()
+                    await self._wait(self._slot_free, max(0.0, deadline - time.monotonic()))
+                free = self.concurrency - len(self._running)
             self._wake.clear()
             batches_before = self._completed_batches
             try:

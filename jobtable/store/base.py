@@ -89,6 +89,11 @@ class Store(ABC):
     def transaction(self) -> AbstractContextManager[Tx]:
         """A write transaction, serialised as the dialect needs."""
 
+    def statement(self) -> AbstractContextManager[Tx]:
+        """Where one atomic write statement runs: without BEGIN/COMMIT round trips on
+        PostgreSQL (autocommit); a write transaction on SQLite."""
+        return self.transaction()
+
     @abstractmethod
     def read(self, sql: str, **params: Any) -> list[Row]:
         """Run a read-only query (a name or raw SQL) outside any write transaction."""
@@ -222,7 +227,7 @@ class Store(ABC):
         """Atomically claim up to ``limit`` due pending jobs, earliest due first."""
         if limit <= 0:
             return []
-        with self.transaction() as tx:
+        with self.statement() as tx:
             rows = self._claim(tx, worker_id, limit, utcnow(), max_attempts)
         jobs = [self.to_job(r) for r in rows]
         jobs.sort(key=lambda j: (j.due, j.id))
@@ -237,6 +242,9 @@ class Store(ABC):
         if not outcomes:
             return set()
         follow = [o for o in outcomes if o.follow_up is not None]
+        if not follow:
+            with self.statement() as tx:
+                return self._finish(tx, outcomes, utcnow())
         pairs = sorted({(o.job.type, o.job.user_id) for o in follow},
                        key=lambda p: pair_key(*p))
         with self.transaction() as tx:

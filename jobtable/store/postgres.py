@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from jobtable import scheduling
 from jobtable.errors import DatabaseUnavailableError, MigrationError
 from jobtable.model import NewJob, Outcome, WorkerJob
 from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries, pair_key
@@ -41,7 +42,6 @@ _QUERIES = {k: _psycopg_sql(v)
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET TIME ZONE 'UTC'")
-    conn.commit()
 
 
 class _PgTx:
@@ -68,7 +68,9 @@ class PostgresStore(Store):
         self._hb_lock = threading.Lock()
         self.pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False, configure=_configure,
-            kwargs={"row_factory": dict_row, "autocommit": False},
+            # Autocommit: a single statement (a claim, a read) is one round trip;
+            # transactions are explicit.
+            kwargs={"row_factory": dict_row, "autocommit": True},
             connection_class=psycopg.Connection[Row], timeout=connect_timeout,
             reconnect_timeout=3600,
         )
@@ -102,6 +104,38 @@ class PostgresStore(Store):
                     self._hb_conn.close()
                 self._hb_conn = None
                 raise
+
+    def schedule(self, jobs: Sequence[NewJob]) -> list[WorkerJob]:
+        """Rule 2 in one round trip and one transaction: ``jobtable_schedule()`` takes
+        the pair locks, cancels, inserts and notifies on the server."""
+        if not jobs:
+            return []
+        now = utcnow()
+        if len(jobs) == 1:
+            j = jobs[0]
+            rows = self.read(
+                "schedule_one", now=now, stale=self.stale_cutoff(now),
+                cancel_result=self.cancel_result(), key=pair_key(j.type, j.user_id),
+                type=j.type, user_id=j.user_id, data=Jsonb(j.data), due=j.due,
+                cron_schedule=j.cron_schedule, cron_timezone=j.cron_timezone,
+                auto_reschedule=j.auto_reschedule_on_failure,
+                retry_delay=j.auto_reschedule_on_failure_delay_ms,
+                remove_delay=j.remove_delay_ms, rescheduled_from=j.rescheduled_from_job,
+                declared=j.declared, payload=f"{j.due.timestamp():.6f}")
+            return [self.to_job(r) for r in rows]
+        keep = scheduling.dedupe_batch(list(jobs))
+        pairs = sorted({(j.type, j.user_id) for j in jobs}, key=lambda p: pair_key(*p))
+        rows = self.read(
+            "schedule", **self._insert_params(jobs, [not k for k in keep], now),
+            keys=[pair_key(t, u) for t, u in pairs], pair_types=[p[0] for p in pairs],
+            pair_users=[p[1] for p in pairs], stale=self.stale_cutoff(now),
+            payload=f"{min(j.due for j in jobs).timestamp():.6f}")
+        return [self.to_job(r) for r in rows]
+
+    @contextmanager
+    def statement(self) -> Iterator[_PgTx]:
+        with self.pool.connection() as conn:
+            yield _PgTx(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[_PgTx]:
@@ -185,19 +219,23 @@ class PostgresStore(Store):
                  user_ids=[p[1] for p in pairs], now=now, stale=self.stale_cutoff(now),
                  result=self.cancel_result())
 
+    def _insert_params(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+                       now: datetime) -> dict[str, Any]:
+        return {
+            "now": now, "cancel_result": self.cancel_result(),
+            "types": [j.type for j in jobs], "user_ids": [j.user_id for j in jobs],
+            "datas": [Jsonb(j.data) for j in jobs], "dues": [j.due for j in jobs],
+            "cron_schedules": [j.cron_schedule for j in jobs],
+            "cron_timezones": [j.cron_timezone for j in jobs],
+            "auto_reschedules": [j.auto_reschedule_on_failure for j in jobs],
+            "retry_delays": [j.auto_reschedule_on_failure_delay_ms for j in jobs],
+            "remove_delays": [j.remove_delay_ms for j in jobs],
+            "rescheduled_froms": [j.rescheduled_from_job for j in jobs],
+            "declareds": [j.declared for j in jobs], "cancelleds": list(cancelled)}
+
     def _insert(self, tx: Any, jobs: Sequence[NewJob], cancelled: Sequence[bool],
                 now: datetime) -> list[Row]:
-        rows: list[Row] = tx.q(
-            "insert_many", now=now, cancel_result=self.cancel_result(),
-            types=[j.type for j in jobs], user_ids=[j.user_id for j in jobs],
-            datas=[Jsonb(j.data) for j in jobs], dues=[j.due for j in jobs],
-            cron_schedules=[j.cron_schedule for j in jobs],
-            cron_timezones=[j.cron_timezone for j in jobs],
-            auto_reschedules=[j.auto_reschedule_on_failure for j in jobs],
-            retry_delays=[j.auto_reschedule_on_failure_delay_ms for j in jobs],
-            remove_delays=[j.remove_delay_ms for j in jobs],
-            rescheduled_froms=[j.rescheduled_from_job for j in jobs],
-            declareds=[j.declared for j in jobs], cancelleds=list(cancelled))
+        rows: list[Row] = tx.q("insert_many", **self._insert_params(jobs, cancelled, now))
         rows.sort(key=lambda r: r["id"])
         return rows
 

@@ -69,3 +69,15 @@ DELETE FROM worker_jobs WHERE id IN (
 
 -- name: notify
 SELECT pg_notify('jobtable', :payload)
+
+-- name: schedule_one
+SELECT * FROM jobtable_schedule_one(
+    :now, :stale, :cancel_result, :key, :type, :user_id, :data, :due, :cron_schedule,
+    :cron_timezone, :auto_reschedule, :retry_delay, :remove_delay, :rescheduled_from,
+    :declared, :payload)
+
+-- name: schedule
+SELECT * FROM jobtable_schedule(
+    :now, :stale, :cancel_result, :keys, :pair_types, :pair_users, :types, :user_ids, :datas,
+    :dues, :cron_schedules, :cron_timezones, :auto_reschedules, :retry_delays,
+    :remove_delays, :rescheduled_froms, :declareds, :cancelleds, :payload)
