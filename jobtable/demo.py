@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 import tempfile
@@ -31,22 +32,23 @@ def _done(jt: JobTable) -> bool:
     return greeted and retried and ticks >= 3
 
 
+def _short(result: object) -> str:
+    if isinstance(result, dict) and "error" in result:
+        return f"error: {result['error']}"
+    text = "" if result is None else result if isinstance(result, str) else json.dumps(result)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def rows_table(rows: list[WorkerJob], title: str) -> Table:
-    """A rich table of job rows."""
-    table = Table(title=title)
-    for column in ("id", "type", "user", "status", "due", "finished", "from", "cron", "result"):
-        table.add_column(column, overflow="fold")
+    """A rich table of job rows (cron jobs marked with *)."""
+    table = Table(title=title, caption="* a cron job: each run is a row of its own")
+    for column in ("id", "type", "status", "due", "from", "result"):
+        table.add_column(column, no_wrap=column != "result", overflow="fold")
     for r in sorted(rows, key=lambda r: r.id):
-        result = r.result
-        if isinstance(result, dict) and "traceback" in result:
-            result = {k: v for k, v in result.items() if k != "traceback"}
         table.add_row(
-            str(r.id), r.type, str(r.user_id),
+            str(r.id), r.type + ("*" if r.cron_schedule else ""),
             f"[{_STYLE.get(r.status.value, '')}]{r.status.value}[/]",
-            r.due.strftime("%H:%M:%S.%f")[:-3],
-            r.finished.strftime("%H:%M:%S.%f")[:-3] if r.finished else "",
-            str(r.rescheduled_from_job or ""), r.cron_schedule or "",
-            "" if result is None else str(result))
+            r.due.strftime("%H:%M:%S"), str(r.rescheduled_from_job or ""), _short(r.result))
     return table
 
 
