@@ -200,7 +200,7 @@ def test_processes_scheduling_one_pair_leave_exactly_one_pending_row(
             assert proc.stdout.readline().strip() == "ready", proc.stderr
         go.touch()
         for proc in procs:
-            out, err = proc.communicate(timeout=120)
+            _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err
     finally:
         for proc in procs:
@@ -216,7 +216,7 @@ def test_processes_scheduling_one_pair_leave_exactly_one_pending_row(
 def test_bulk_scheduling_keeps_the_rule_within_the_batch_and_against_the_table(
         db_url: str, jobs: Path) -> None:
     with open_table(db_url, jobs) as jt:
-        before = jt.schedule_job(WorkerJobConfig(type="note", user_id=1, data={"v": 0}))
+        jt.schedule_job(WorkerJobConfig(type="note", user_id=1, data={"v": 0}))
         rows = jt.schedule_jobs([
             WorkerJobConfig(type="note", user_id=1, data={"v": 1}),
             WorkerJobConfig(type="note", user_id=2, data={"v": 2}),
