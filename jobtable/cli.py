@@ -44,6 +44,27 @@ def database_options(fn: F) -> F:
     return fn
 
 
+def worker_options(fn: F) -> F:
+    """--app, --concurrency and --processes, shared by ``worker`` and ``dev``."""
+    fn = click.option("--processes", "-p", metavar="N|cpus",
+                      help="Worker processes to supervise; a dead one is restarted "
+                           "[env JOBTABLE_WORKER_COUNT; default 1].")(fn)
+    fn = click.option("--concurrency", "-c", type=int,
+                      help="Jobs run at once per process "
+                           "[env JOBTABLE_CONCURRENCY; default 10].")(fn)
+    fn = click.option("--app", metavar="MODULE:FACTORY",
+                      help="Bootstrap factory whose return value jobs receive as params.app "
+                           "[env JOBTABLE_APP].")(fn)
+    return fn
+
+
+def log_level_option(fn: F) -> F:
+    """--log-level (``JOBTABLE_LOG_LEVEL``)."""
+    return click.option("--log-level", metavar="LEVEL",
+                        help="DEBUG, INFO, WARNING or ERROR "
+                             "[env JOBTABLE_LOG_LEVEL; default INFO].")(fn)
+
+
 def friendly_errors(fn: F) -> F:
     """Turn jobtable's errors into one readable line and exit status 1."""
 
@@ -80,14 +101,7 @@ def main() -> None:
 
 @main.command()
 @database_options
-@click.option("--app", metavar="MODULE:FACTORY",
-              help="Bootstrap factory whose return value jobs receive as params.app "
-                   "[env JOBTABLE_APP].")
-@click.option("--concurrency", "-c", type=int,
-              help="Jobs run at once per process [env JOBTABLE_CONCURRENCY; default 10].")
-@click.option("--processes", "-p", metavar="N|cpus",
-              help="Worker processes to supervise; a dead one is restarted "
-                   "[env JOBTABLE_WORKER_COUNT; default 1].")
+@worker_options
 @click.option("--burst", is_flag=True, help="Run every job that is due now, then exit 0.")
 @click.option("--stale-limit", metavar="DURATION",
               help="A started job unfinished after this is pending again; also the longest "
@@ -99,8 +113,7 @@ def main() -> None:
                    "[default 30s].")
 @click.option("--poll-interval", metavar="DURATION",
               help="Longest idle sleep between checks for due jobs [default 1s].")
-@click.option("--log-level", metavar="LEVEL",
-              help="DEBUG, INFO, WARNING or ERROR [env JOBTABLE_LOG_LEVEL; default INFO].")
+@log_level_option
 @friendly_errors
 def worker(database: str | None, jobs: str | None, app: str | None, concurrency: int | None,
            processes: str | None, burst: bool, stale_limit: str | None,

@@ -25,7 +25,13 @@ from typing import Any
 import click
 
 from jobtable import codegen
-from jobtable.cli import database_options, friendly_errors, setup_logging
+from jobtable.cli import (
+    database_options,
+    friendly_errors,
+    log_level_option,
+    setup_logging,
+    worker_options,
+)
 from jobtable.settings import Settings, load_settings
 from jobtable.supervisor import PARENT_ENV
 
@@ -360,13 +366,7 @@ def _option_args(**options: str | int | None) -> list[str]:
 
 @click.command("dev")
 @database_options
-@click.option("--app", metavar="MODULE:FACTORY",
-              help="Bootstrap factory whose return value jobs receive as params.app "
-                   "[env JOBTABLE_APP].")
-@click.option("--concurrency", "-c", type=int,
-              help="Jobs run at once per process [env JOBTABLE_CONCURRENCY; default 10].")
-@click.option("--processes", "-p", metavar="N|cpus",
-              help="Worker processes [env JOBTABLE_WORKER_COUNT; default 1].")
+@worker_options
 @click.option("--grace-period", metavar="DURATION",
               help="On a restart, how long running jobs may finish [default 30s].")
 @click.option("--output", "-o", metavar="FILE",
@@ -374,8 +374,7 @@ def _option_args(**options: str | int | None) -> list[str]:
                    "_generated.py in the jobs folder].")
 @click.option("--watch", "extra", multiple=True, type=click.Path(path_type=Path),
               metavar="PATH", help="Also restart on changes here (repeatable).")
-@click.option("--log-level", metavar="LEVEL",
-              help="DEBUG, INFO, WARNING or ERROR [env JOBTABLE_LOG_LEVEL; default INFO].")
+@log_level_option
 @friendly_errors
 def dev_command(database: str | None, jobs: str | None, app: str | None,
                 concurrency: int | None, processes: str | None, grace_period: str | None,

@@ -139,16 +139,9 @@ def retry_candidates(store: Store, *, status: str, type: str | None = None,
     """Ids of failed (or cancelled) jobs matching the filters that no row retries yet,
     oldest first."""
     check_status(status, [s.value for s in RETRYABLE])
-    where = [Store.STATUS_SQL[status],
-             "NOT EXISTS (SELECT 1 FROM worker_jobs AS c "
-             "WHERE c.rescheduled_from_job = worker_jobs.id)"]
-    params: dict[str, Any] = {}
-    if type is not None:
-        where.append("type = :type")
-        params["type"] = type
-    if user_id is not None:
-        where.append("user_id = :user_id")
-        params["user_id"] = user_id
+    where, params = store.job_filter(status=status, type=type, user_id=user_id)
+    where.append("NOT EXISTS (SELECT 1 FROM worker_jobs AS c "
+                 "WHERE c.rescheduled_from_job = worker_jobs.id)")
     sql = f"SELECT id FROM worker_jobs WHERE {' AND '.join(where)} ORDER BY id"
     if limit is not None:
         sql += " LIMIT :limit"

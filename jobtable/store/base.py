@@ -394,13 +394,7 @@ class Store(ABC):
                   user_id: int | None = None, limit: int = 50, offset: int = 0,
                   before_id: int | None = None) -> list[WorkerJob]:
         """Jobs, newest first, filtered by status, type and user."""
-        where, params = self._status_filter(status)
-        if type is not None:
-            where.append("type = :type")
-            params["type"] = type
-        if user_id is not None:
-            where.append("user_id = :user_id")
-            params["user_id"] = user_id
+        where, params = self.job_filter(status=status, type=type, user_id=user_id)
         if before_id is not None:
             where.append("id < :before_id")
             params["before_id"] = before_id
@@ -412,13 +406,7 @@ class Store(ABC):
     def count_jobs(self, *, status: str | None = None, type: str | None = None,
                    user_id: int | None = None) -> int:
         """How many jobs match the filters of ``list_jobs``."""
-        where, params = self._status_filter(status)
-        if type is not None:
-            where.append("type = :type")
-            params["type"] = type
-        if user_id is not None:
-            where.append("user_id = :user_id")
-            params["user_id"] = user_id
+        where, params = self.job_filter(status=status, type=type, user_id=user_id)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         rows = self.read(f"SELECT COUNT(*) AS n FROM worker_jobs {clause}", **params)
         return int(rows[0]["n"])
@@ -438,15 +426,25 @@ class Store(ABC):
         "cancelled": "finished IS NOT NULL AND cancelled = TRUE",
     }
 
-    def _status_filter(self, status: str | None) -> tuple[list[str], dict[str, Any]]:
-        if status is None:
-            return [], {}
-        if status not in self.STATUS_SQL:
-            from jobtable.errors import ConfigError
+    def job_filter(self, *, status: str | None = None, type: str | None = None,
+                   user_id: int | None = None) -> tuple[list[str], dict[str, Any]]:
+        """WHERE conditions and their parameters for the usual filters of job lists."""
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if status is not None:
+            if status not in self.STATUS_SQL:
+                from jobtable.errors import ConfigError
 
-            raise ConfigError(
-                f"unknown status {status!r}; use one of {', '.join(self.STATUS_SQL)}")
-        return [self.STATUS_SQL[status]], {}
+                raise ConfigError(
+                    f"unknown status {status!r}; use one of {', '.join(self.STATUS_SQL)}")
+            where.append(self.STATUS_SQL[status])
+        if type is not None:
+            where.append("type = :type")
+            params["type"] = type
+        if user_id is not None:
+            where.append("user_id = :user_id")
+            params["user_id"] = user_id
+        return where, params
 
     # -- value conversion (overridden per dialect) ---------------------------
 
