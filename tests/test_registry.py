@@ -1,0 +1,179 @@
+"""Rule 10 on both databases (declared cron chains kept once per worker start, stopped
+when the declaration goes), and how the jobs folder becomes job types."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from helpers import (
+    RECORD_JOB,
+    now,
+    open_table,
+    run_burst,
+    run_cli,
+    set_times,
+    write_jobs,
+)
+
+from jobtable import (
+    InvalidJobError,
+    JobStatus,
+    JobTable,
+    UnknownJobTypeError,
+    WorkerJob,
+    WorkerJobConfig,
+)
+from jobtable.errors import ConfigError
+from jobtable.registry import discover
+
+BEAT = """
+CRON = "0 0 * * * *"
+
+def run(params):
+    return {"beat": params.job.id}
+"""
+
+
+def _beats(jt: JobTable, status: str | None = None) -> list[WorkerJob]:
+    return jt.list_jobs(type="beat", status=status, limit=100)
+
+
+def _start_worker(db_url: str, jobs: Path) -> None:
+    with open_table(db_url, jobs) as jt:
+        run_burst(jt)
+
+
+def test_a_declared_cron_gets_exactly_one_chain_however_often_workers_start(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"beat": BEAT}, recorder=False)
+    _start_worker(db_url, jobs)
+    _start_worker(db_url, jobs)
+    result = run_cli("worker", "--database", db_url, "--jobs", str(jobs), "--burst")
+    assert result.returncode == 0, result.stderr
+    with open_table(db_url, jobs) as jt:
+        rows = _beats(jt)
+        assert len(rows) == 1, rows
+        [chain] = rows
+        assert chain.status is JobStatus.PENDING
+        assert chain.declared is True and chain.user_id == 0
+        assert chain.cron_schedule == "0 0 * * * *"
+        assert chain.due.minute == 0 and chain.due.second == 0
+
+
+def test_a_running_declared_chain_is_not_doubled_by_another_worker_start(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"beat": BEAT}, recorder=False)
+    _start_worker(db_url, jobs)
+    with open_table(db_url, jobs) as jt:
+        [chain] = _beats(jt)
+        # As if a worker were running the chain's row right now.
+        set_times(db_url, chain.id, started=now() - timedelta(seconds=5))
+    _start_worker(db_url, jobs)
+    with open_table(db_url, jobs) as jt:
+        assert [j.id for j in _beats(jt)] == [chain.id]
+
+
+def test_removing_the_declaration_stops_the_chain_at_the_next_worker_start(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"beat": BEAT}, recorder=False)
+    _start_worker(db_url, jobs)
+    (jobs / "beat.py").write_text("def run(params):\n    return None\n")
+    _start_worker(db_url, jobs)
+    with open_table(db_url, jobs) as jt:
+        [row] = _beats(jt)
+        assert row.status is JobStatus.CANCELLED
+        assert "CRON declaration was removed" in str(row.error)
+        assert _beats(jt, "pending") == []
+
+
+def test_changing_the_declared_schedule_replaces_the_chain(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"beat": BEAT}, recorder=False)
+    _start_worker(db_url, jobs)
+    (jobs / "beat.py").write_text(BEAT.replace('"0 0 * * * *"', '"0 */30 * * * *"'))
+    _start_worker(db_url, jobs)
+    with open_table(db_url, jobs) as jt:
+        [pending] = _beats(jt, "pending")
+        assert pending.cron_schedule == "0 */30 * * * *"
+        assert len(_beats(jt, "cancelled")) == 1
+
+
+def test_declared_settings_reach_the_chain_rows(db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"beat": """
+        CRON = "0 9 * * *"
+        CRON_TIMEZONE = "Asia/Tokyo"
+        AUTO_RESCHEDULE_ON_FAILURE = True
+        AUTO_RESCHEDULE_ON_FAILURE_DELAY = 45
+        REMOVE_DELAY = 120
+
+        def run(params):
+            return None
+    """}, recorder=False)
+    _start_worker(db_url, jobs)
+    with open_table(db_url, jobs) as jt:
+        [chain] = _beats(jt)
+        assert chain.cron_timezone == "Asia/Tokyo"
+        assert (chain.due.hour, chain.due.minute) == (0, 0)  # 09:00 in Tokyo
+        assert chain.auto_reschedule_on_failure is True
+        assert chain.auto_reschedule_on_failure_delay == 45_000
+        assert chain.remove_delay == 120_000
+
+
+def test_an_invalid_declared_cron_is_reported_and_other_jobs_still_run(
+        db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {
+        "beat": BEAT.replace('"0 0 * * * *"', '"0 0 99 * * *"'),
+        "plain": "def run(params):\n    return 'ran'\n"}, recorder=False)
+    with open_table(db_url, jobs) as jt:
+        plain = jt.schedule_job(WorkerJobConfig(type="plain"))
+        with caplog.at_level(logging.ERROR, logger="jobtable"):
+            run_burst(jt)
+        assert "'beat' declares CRON '0 0 99 * * *'" in caplog.text
+        assert "hour" in caplog.text
+        assert _beats(jt) == []
+        row = jt.get_job(plain.id)
+        assert row is not None and row.result == "ran"
+
+
+def test_the_jobs_folder_names_the_job_types(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"send_report": RECORD_JOB, "_helpers": RECORD_JOB},
+                      recorder=False)
+    (jobs / "not-a-name.py").write_text("def run(params): pass\n")
+    (jobs / "notes.txt").write_text("not a job\n")
+    registry = discover(jobs)
+    assert registry.names == ["remove_old_worker_jobs", "send_report"]
+    assert registry.get("send_report") is not None
+    assert registry.get("_helpers") is None
+    with pytest.raises(UnknownJobTypeError, match="known job types: remove_old_worker_jobs, "
+                                                  "send_report"):
+        registry.require("send_reports")
+
+
+def test_a_module_without_run_is_a_broken_job_type(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"norun": "X = 1\n"}, recorder=False)
+    registry = discover(jobs)
+    [broken] = registry.load_all()
+    assert broken.name == "norun"
+    assert "has no run(params) function" in str(broken.error)
+
+
+def test_a_syntax_error_is_reported_with_file_and_line(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"bad": "def run(params)\n    return 1\n"},
+                      recorder=False)
+    [broken] = discover(jobs).load_all()
+    assert f"{jobs / 'bad.py'}:1: SyntaxError" in str(broken.error)
+
+
+def test_a_module_may_not_shadow_a_built_in_job(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"remove_old_worker_jobs": RECORD_JOB},
+                      recorder=False)
+    with pytest.raises(InvalidJobError, match="shadows the built-in job type"):
+        discover(jobs)
+
+
+def test_a_missing_jobs_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        discover(str(tmp_path / "nowhere" / "jobs"))
