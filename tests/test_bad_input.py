@@ -1,0 +1,166 @@
+"""Bad input, on both databases: each mistake gets an error naming the problem and what
+is accepted, and the table is left exactly as it was."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import RECORD_JOB, now, open_table, row_count, run_cli, write_jobs
+
+from jobtable import (
+    InvalidCronError,
+    InvalidDataError,
+    InvalidJobError,
+    JobTable,
+    UnknownJobTypeError,
+    WorkerJobConfig,
+)
+
+
+def _config(**fields: Any) -> WorkerJobConfig:
+    return WorkerJobConfig(**{"type": "note", "user_id": 1, **fields})
+
+
+Case = tuple[Callable[[JobTable], object], type[Exception], list[str]]
+
+CASES: dict[str, Case] = {
+    "unknown job type": (
+        lambda jt: jt.schedule_job(_config(type="nothere")),
+        UnknownJobTypeError,
+        ["unknown job type 'nothere'", "known job types:", "note", "other",
+         "remove_old_worker_jobs"]),
+    "job type that is not a module name": (
+        lambda jt: jt.schedule_job(_config(type="../etc/passwd")),
+        InvalidJobError, ["job type must be a module name", "'../etc/passwd'"]),
+    "data not JSON-serialisable": (
+        lambda jt: jt.schedule_job(_config(data={"when": datetime(2030, 1, 1)})),
+        InvalidDataError, ["data is not JSON-serialisable", "datetime",
+                           "use dicts, lists, strings, numbers"]),
+    "data with NaN": (
+        lambda jt: jt.schedule_job(_config(data={"x": math.nan})),
+        InvalidDataError, ["data is not JSON-serialisable"]),
+    "data that is not a dict": (
+        lambda jt: jt.schedule_job(_config(data=[1, 2])),  # type: ignore[arg-type]
+        InvalidDataError, ["data must be a dict (a JSON object)", "got list"]),
+    "user_id that is a string": (
+        lambda jt: jt.schedule_job(_config(user_id="7")),  # type: ignore[arg-type]
+        InvalidJobError, ["user_id must be an integer", "got str"]),
+    "user_id that is a bool": (
+        lambda jt: jt.schedule_job(_config(user_id=True)),
+        InvalidJobError, ["user_id must be an integer", "got bool"]),
+    "user_id beyond 64 bits": (
+        lambda jt: jt.schedule_job(_config(user_id=2**70)),
+        InvalidJobError, ["user_id must fit in 64 bits"]),
+    "naive due": (
+        lambda jt: jt.schedule_job(_config(due=datetime(2030, 1, 1, 9, 0))),
+        InvalidJobError, ["naive datetime", "an aware datetime is needed",
+                          "datetime.now(UTC)"]),
+    "due that is not a datetime": (
+        lambda jt: jt.schedule_job(_config(due="tomorrow")),  # type: ignore[arg-type]
+        InvalidJobError, ["due must be a datetime", "got str"]),
+    "negative retry delay": (
+        lambda jt: jt.schedule_job(_config(auto_reschedule_on_failure=True,
+                                           auto_reschedule_on_failure_delay=-5)),
+        InvalidJobError, ["auto_reschedule_on_failure_delay must not be negative"]),
+    "negative remove delay": (
+        lambda jt: jt.schedule_job(_config(remove_delay=timedelta(seconds=-1))),
+        InvalidJobError, ["remove_delay must not be negative"]),
+    "delay of the wrong type": (
+        lambda jt: jt.schedule_job(_config(remove_delay="1h")),  # type: ignore[arg-type]
+        InvalidJobError, ["remove_delay must be a timedelta or a number of seconds"]),
+    "invalid cron field": (
+        lambda jt: jt.schedule_cron_job(_config(), "0 0 99 * * *"),
+        InvalidCronError, ["field 3 (hour)", "'99'", "6 fields", "5 fields"]),
+    "invalid five-field cron": (
+        lambda jt: jt.schedule_cron_job(_config(), "* * * 13 *"),
+        InvalidCronError, ["field 4 (month)", "'13'"]),
+    "cron with four fields": (
+        lambda jt: jt.schedule_cron_job(_config(), "* * * *"),
+        InvalidCronError, ["it has 4 fields", "6 fields", "5 fields"]),
+    "cron that never occurs": (
+        lambda jt: jt.schedule_cron_job(_config(), "0 0 30 2 *"),
+        InvalidCronError, ["never occurs"]),
+    "invalid time zone": (
+        lambda jt: jt.schedule_cron_job(_config(), "0 * * * *", "Mars/Olympus_Mons"),
+        InvalidCronError, ["unknown time zone 'Mars/Olympus_Mons'", "IANA name"]),
+    "not a WorkerJobConfig": (
+        lambda jt: jt.schedule_job({"type": "note"}),  # type: ignore[arg-type]
+        InvalidJobError, ["expected a WorkerJobConfig, got dict"]),
+    "bulk with one bad item": (
+        lambda jt: jt.schedule_jobs([_config(user_id=u) for u in range(5)]
+                                    + [_config(type="nothere")]
+                                    + [_config(user_id=9)]),
+        UnknownJobTypeError, ["unknown job type 'nothere'"]),
+    "bulk with one bad data item": (
+        lambda jt: jt.schedule_jobs([_config(user_id=1), _config(user_id=2, data={"x": {1}})]),
+        InvalidDataError, ["not JSON-serialisable", "set"]),
+}
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Path:
+    return write_jobs(tmp_path / "jobs", {"note": RECORD_JOB, "other": RECORD_JOB})
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_with_a_clear_error_and_changes_nothing(
+        db_url: str, jobs: Path, case: str) -> None:
+    call, error, words = CASES[case]
+    with open_table(db_url, jobs) as jt:
+        jt.schedule_job(_config(user_id=1, data={"before": True}))
+        jt.schedule_cron_job(_config(user_id=2), "0 0 * * *")
+        before = row_count(db_url)
+        pending_before = [j.id for j in jt.list_jobs(status="pending")]
+        with pytest.raises(error) as caught:
+            call(jt)
+        message = str(caught.value)
+        for word in words:
+            assert word in message, message
+        assert row_count(db_url) == before == 2
+        assert [j.id for j in jt.list_jobs(status="pending")] == pending_before
+
+
+def test_a_good_bulk_after_a_refused_one_writes_every_row(db_url: str, jobs: Path) -> None:
+    with open_table(db_url, jobs) as jt:
+        with pytest.raises(UnknownJobTypeError):
+            jt.schedule_jobs([_config(user_id=1), _config(type="nothere")])
+        rows = jt.schedule_jobs([_config(user_id=u) for u in range(3)])
+        assert len(rows) == 3 and row_count(db_url) == 3
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["nothere"], ["unknown job type 'nothere'", "note"]),
+    (["note", "--data", "{not json"], ["--data is not valid JSON"]),
+    (["note", "--data", "[1, 2]"], ["data must be a dict"]),
+    (["note", "--due", "tomorrow"], ["cannot read due time 'tomorrow'", "+10s"]),
+    (["note", "--due", "2030-01-01T09:00:00"], ["naive datetime", "aware"]),
+    (["note", "--cron", "0 0 99 * * *"], ["field 3 (hour)"]),
+    (["note", "--cron", "0 * * * *", "--timezone", "Nowhere/City"], ["unknown time zone"]),
+    (["note", "--retry-delay", "soon"], ["cannot read --retry-delay 'soon'"]),
+], ids=["unknown-type", "bad-json", "list-data", "bad-due", "naive-due", "bad-cron",
+        "bad-zone", "bad-delay"])
+def test_the_schedule_command_refuses_bad_input_in_one_line(
+        db_url: str, jobs: Path, args: list[str], words: list[str]) -> None:
+    with open_table(db_url, jobs) as jt:
+        jt.schedule_job(_config(user_id=1))
+    before = row_count(db_url)
+    result = run_cli("schedule", *args, "--database", db_url, "--jobs", str(jobs))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert row_count(db_url) == before
+
+
+def test_due_in_the_past_is_accepted_and_runs_at_once(db_url: str, jobs: Path) -> None:
+    # Not an error: a due time already passed means "as soon as possible".
+    with open_table(db_url, jobs) as jt:
+        row = jt.schedule_job(_config(due=now() - timedelta(days=1)))
+        assert jt.store.claim("w", 5)[0].id == row.id
