@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from jobtable.model import JobParams, WorkerJob
+from jobtable.model import JobParams, WorkerJob, unstorable_text
 
 if TYPE_CHECKING:
     from jobtable.client import JobTable
@@ -87,10 +87,15 @@ async def bootstrap_app(spec: str | None, jobtable: JobTable) -> Any:
 def describe_failure(exc: BaseException) -> dict[str, Any]:
     """The ``result`` of a failed job: error message, exception class, traceback."""
     return {
-        "error": str(exc) or type(exc).__name__,
+        "error": _storable(str(exc) or type(exc).__name__),
         "exception": type(exc).__name__,
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": _storable("".join(traceback.format_exception(exc))),
     }
+
+
+def _storable(text: str) -> str:
+    # An error message may carry a NUL or undecodable bytes, which jsonb refuses.
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _json_problem(value: Any) -> str | None:
@@ -98,6 +103,10 @@ def _json_problem(value: Any) -> str | None:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return f"{type(value).__name__} result is not JSON-serialisable: {exc}"
+    problem = unstorable_text(value)
+    if problem:
+        return (f"{type(value).__name__} result contains {problem}, which the database "
+                "cannot store in JSON")
     return None
 
 

@@ -36,12 +36,43 @@ class JobStatus(StrEnum):
 def dump_json(value: Any, what: str) -> str:
     """Serialise ``value`` to JSON text, or raise ``InvalidDataError`` naming ``what``."""
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidDataError(
             f"{what} is not JSON-serialisable ({exc}); use dicts, lists, strings, numbers, "
             "booleans and None"
         ) from None
+    problem = unstorable_text(value)
+    if problem:
+        raise InvalidDataError(
+            f"{what} contains {problem}, which the database cannot store in JSON; remove it "
+            "or encode the text (e.g. base64)")
+    return text
+
+
+def unstorable_text(value: Any) -> str | None:
+    """What in ``value`` PostgreSQL's jsonb would refuse, if anything: the NUL character
+    or an unpaired surrogate (undecodable bytes). Refused on SQLite too, so that both
+    databases accept the same data."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "the NUL character \\u0000"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "an unpaired surrogate (text that is not valid Unicode)"
+        return None
+    if isinstance(value, dict):
+        items: Any = [*value.keys(), *value.values()]
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        return None
+    for item in items:
+        problem = unstorable_text(item)
+        if problem:
+            return problem
+    return None
 
 
 @dataclass(frozen=True, slots=True)
