@@ -44,6 +44,12 @@ CASES: dict[str, Case] = {
     "data with NaN": (
         lambda jt: jt.schedule_job(_config(data={"x": math.nan})),
         InvalidDataError, ["data is not JSON-serialisable"]),
+    "data with a NUL character": (
+        lambda jt: jt.schedule_job(_config(data={"s": "a\x00b"})),
+        InvalidDataError, ["data contains the NUL character", "cannot store"]),
+    "data with an unpaired surrogate": (
+        lambda jt: jt.schedule_job(_config(data={"names": ["ok", "bad\udcff"]})),
+        InvalidDataError, ["data contains an unpaired surrogate", "cannot store"]),
     "data that is not a dict": (
         lambda jt: jt.schedule_job(_config(data=[1, 2])),  # type: ignore[arg-type]
         InvalidDataError, ["data must be a dict (a JSON object)", "got list"]),

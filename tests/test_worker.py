@@ -141,6 +141,51 @@ def test_a_result_that_is_not_json_fails_the_job_saying_so(
         assert "object" in row.result["error"]
 
 
+def test_a_result_or_error_the_database_cannot_store_fails_only_that_job(
+        db_url: str, tmp_path: Path) -> None:
+    # PostgreSQL's jsonb refuses NUL characters and unpaired surrogates. Such a result
+    # must fail its own job with a clear error, not block the other outcomes.
+    jobs = write_jobs(tmp_path / "jobs", {
+        "nul": """
+            def run(params):
+                return {"text": "a\\x00b"}
+        """,
+        "surrogate": """
+            def run(params):
+                return ["file-\\udcff.txt"]
+        """,
+        "raises_nul": """
+            def run(params):
+                raise ValueError("bad byte \\x00 here")
+        """,
+        "fine": """
+            import time
+
+            def run(params):
+                time.sleep(0.2)
+                return "fine"
+        """}, recorder=False)
+    with open_table(db_url, jobs) as jt:
+        nul = jt.schedule_job(WorkerJobConfig(type="nul"))
+        surrogate = jt.schedule_job(WorkerJobConfig(type="surrogate"))
+        raises = jt.schedule_job(WorkerJobConfig(type="raises_nul"))
+        fine = [jt.schedule_job(WorkerJobConfig(type="fine", user_id=u)) for u in range(3)]
+        run_burst(jt, concurrency=8)
+        row = _get(jt, nul.id)
+        assert row.status is JobStatus.FAILED
+        assert "NUL character" in row.result["error"]
+        row = _get(jt, surrogate.id)
+        assert row.status is JobStatus.FAILED
+        assert "unpaired surrogate" in row.result["error"]
+        row = _get(jt, raises.id)
+        assert row.status is JobStatus.FAILED
+        assert row.result["exception"] == "ValueError"
+        assert row.result["error"].startswith("bad byte ")
+        assert row.result["error"].endswith(" here")
+        for job in fine:
+            assert _get(jt, job.id).result == "fine"
+
+
 def test_the_default_app_lets_a_job_schedule_further_jobs(
         db_url: str, tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs", {
