@@ -63,6 +63,7 @@ _ENV = {
 }
 
 _FIELD_TYPES = {f.name: f.default for f in fields(Settings)}
+_POSITIVE = ("stale_limit", "rescue_after", "poll_interval")
 
 
 def _convert(name: str, value: Any) -> Any:
@@ -72,10 +73,17 @@ def _convert(name: str, value: Any) -> Any:
     try:
         if isinstance(default, timedelta):
             if isinstance(value, timedelta):
-                return value
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return timedelta(seconds=value)
-            return parse_duration(str(value), name)
+                delta = value
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                delta = timedelta(seconds=value)
+            else:
+                delta = parse_duration(str(value), name)
+            # Zero would make every running job pending (or its worker dead) at once.
+            if name in _POSITIVE and delta <= timedelta(0):
+                raise ValueError(f"must be greater than 0, got {delta.total_seconds():g}s")
+            if delta < timedelta(0):
+                raise ValueError(f"must not be negative, got {delta.total_seconds():g}s")
+            return delta
         if isinstance(default, bool):
             if isinstance(value, bool):
                 return value
