@@ -85,6 +85,13 @@ def test_durations_accept_seconds_and_units(text: object, expected: timedelta) -
     ({"stale_limit": "soon"}, ["setting stale_limit", "cannot read", "e.g. 30s"]),
     ({"stale_limit": "-5s"}, ["setting stale_limit"]),
     ({"auto_migrate": "maybe"}, ["setting auto_migrate", "true or false"]),
+    # A zero stale limit or rescue window would make every running job pending again
+    # at once (run twice); a zero poll interval would spin.
+    ({"stale_limit": "0s"}, ["setting stale_limit", "must be greater than 0"]),
+    ({"rescue_after": 0}, ["setting rescue_after", "must be greater than 0"]),
+    ({"poll_interval": "0"}, ["setting poll_interval", "must be greater than 0"]),
+    ({"grace_period": -1}, ["setting grace_period", "must not be negative"]),
+    ({"stale_limit": timedelta(seconds=-5)}, ["setting stale_limit", "greater than 0"]),
     ({"colour": "blue"}, ["unknown setting 'colour'", "concurrency", "stale_limit"]),
 ])
 def test_bad_values_are_refused_naming_the_setting(
@@ -93,6 +100,11 @@ def test_bad_values_are_refused_naming_the_setting(
         load_settings(**values)
     for word in words:
         assert word in str(caught.value)
+
+
+def test_a_zero_grace_period_and_retention_are_allowed() -> None:
+    settings = load_settings(grace_period=0, failed_retention="0s")
+    assert settings.grace_period == settings.failed_retention == timedelta(0)
 
 
 def test_a_bad_environment_value_is_refused_naming_the_setting(
