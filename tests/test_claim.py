@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from helpers import (
@@ -52,6 +53,22 @@ def test_a_claim_takes_the_earliest_due_first_and_marks_the_row(
         assert jt.store.claim("w3", 0) == []
         row = jt.get_job(future.id)
         assert row is not None and row.status is JobStatus.PENDING
+
+
+def test_due_times_in_other_zones_are_stored_in_utc_and_ordered_by_instant(
+        db_url: str, jobs: Path) -> None:
+    with open_table(db_url, jobs) as jt:
+        base = now().replace(microsecond=0) - timedelta(hours=3)
+        tokyo = ZoneInfo("Asia/Tokyo")
+        # 02:00 UTC written as Tokyo wall time sorts after 01:00 UTC written in UTC,
+        # although its text would sort first.
+        later = jt.schedule_job(WorkerJobConfig(type="note", user_id=1,
+                                                due=(base + timedelta(hours=1)).astimezone(tokyo)))
+        earlier = jt.schedule_job(WorkerJobConfig(type="note", user_id=2, due=base))
+        row = jt.get_job(later.id)
+        assert row is not None and row.due == base + timedelta(hours=1)
+        assert row.due.utcoffset() == timedelta(0)
+        assert [j.id for j in jt.store.claim("w", 2)] == [earlier.id, later.id]
 
 
 def test_a_fresh_claim_is_not_claimed_again_but_a_stale_one_is(

@@ -101,6 +101,25 @@ def test_worker_burst_refuses_several_processes(db_url: str, jobs: Path) -> None
     assert "--burst runs in one process" in result.stderr
 
 
+@pytest.mark.parametrize(("option", "words"), [
+    (["--concurrency", "0"], ["setting concurrency", "at least 1"]),
+    (["--processes", "some"], ["processes must be a positive integer or 'cpus'"]),
+    (["--stale-limit", "soon"], ["setting stale_limit", "e.g. 30s"]),
+    (["--stale-limit", "0s"], ["setting stale_limit", "greater than 0"]),
+    (["--log-level", "LOUD"], ["unknown log level 'LOUD'"]),
+], ids=["concurrency", "processes", "stale-limit", "zero-stale-limit", "log-level"])
+def test_bad_worker_options_are_refused_in_one_line(
+        jobs: Path, tmp_path: Path, option: list[str], words: list[str]) -> None:
+    database = f"sqlite:///{tmp_path / 'untouched.db'}"
+    result = run_cli("worker", "--burst", "--database", database, "--jobs", str(jobs), *option)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    for word in words:
+        assert word in message, result.stderr
+    assert not (tmp_path / "untouched.db").exists()
+
+
 def test_migrate_applies_each_migration_once_and_lists_them(db_url: str) -> None:
     listed = run_cli("migrate", "--list", "--database", db_url)
     assert listed.returncode == 0, listed.stderr

@@ -234,6 +234,43 @@ def test_bulk_scheduling_keeps_the_rule_within_the_batch_and_against_the_table(
         assert jt.schedule_jobs([]) == []
 
 
+def test_concurrent_bulk_schedules_of_overlapping_pairs_leave_one_pending_row_per_pair(
+        db_url: str, jobs: Path) -> None:
+    # Eight threads each schedule the same ten pairs, in different orders: no deadlock,
+    # and each pair ends with exactly one pending row.
+    tables = [open_table(db_url, jobs) for _ in range(8)]
+    tables[0].migrate()
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        users = list(range(10))
+        users = users[index:] + users[:index]
+        if index % 2:
+            users.reverse()
+        try:
+            barrier.wait(30)
+            for _ in range(3):
+                tables[index].schedule_jobs(
+                    [WorkerJobConfig(type="note", user_id=u, data={"t": index}) for u in users])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        for table in tables:
+            table.close()
+    assert errors == []
+    assert row_count(db_url) == 8 * 3 * 10
+    for user in range(10):
+        assert len(_pending_of_pair(db_url, "note", user)) == 1, user
+
+
 def test_a_job_due_later_is_not_started_before_its_due(
         db_url: str, jobs: Path, tmp_path: Path) -> None:
     side = Side(db_url, tmp_path)

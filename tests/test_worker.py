@@ -407,6 +407,57 @@ def test_a_stop_signal_lets_short_jobs_finish_and_fails_long_ones_with_a_shutdow
     assert "Traceback" not in log.read_text()
 
 
+def test_a_stop_signal_fails_a_plain_def_job_still_running_after_the_grace_period(
+        db_url: str, tmp_path: Path) -> None:
+    # A thread cannot be interrupted: its row is failed and the process still exits 0.
+    jobs = write_jobs(tmp_path / "jobs", {"block": """
+        import time
+
+        def run(params):
+            record(params.job.id, "start")
+            time.sleep(30)
+            record(params.job.id, "end")
+    """})
+    side = Side(db_url, tmp_path)
+    log = tmp_path / "worker.log"
+    with open_table(db_url, jobs) as jt:
+        jt.migrate()
+        job = jt.schedule_job(WorkerJobConfig(type="block"))
+        proc = start_worker(db_url, jobs, "--grace-period", "1s", side=side, log=log)
+        try:
+            wait_until(lambda: side.count("start") == 1, 60, "the job to start")
+        finally:
+            code = stop_process(proc)
+        assert code == 0, log_tail(log)
+        row = _get(jt, job.id)
+        assert row.status is JobStatus.FAILED
+        assert "shut down" in row.result["error"]
+    assert side.count("end") == 0
+
+
+def test_a_second_stop_signal_interrupts_running_jobs_at_once(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"nap": SLEEP_JOB})
+    side = Side(db_url, tmp_path)
+    log = tmp_path / "worker.log"
+    with open_table(db_url, jobs) as jt:
+        jt.migrate()
+        job = jt.schedule_job(WorkerJobConfig(type="nap", data={"sleep": 300}))
+        # The grace period is longer than the wait below: only the second signal can
+        # end the process in time.
+        proc = start_worker(db_url, jobs, "--grace-period", "10m", side=side, log=log)
+        try:
+            wait_until(lambda: side.count("start") == 1, 60, "the job to start")
+            proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "waiting up to" in log.read_text(), 30, "the graceful stop")
+        finally:
+            code = stop_process(proc, signal.SIGINT, timeout=60)
+        assert code == 0, log_tail(log)
+        row = _get(jt, job.id)
+        assert row.status is JobStatus.FAILED
+        assert "shut down" in row.result["error"]
+
+
 def test_concurrency_runs_that_many_jobs_at_once_and_no_more(
         db_url: str, tmp_path: Path) -> None:
     # Each job waits (up to a deadline) until four jobs have started: with room for
