@@ -4,6 +4,7 @@ when the declaration goes), and how the jobs folder becomes job types."""
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -150,6 +151,25 @@ def test_the_jobs_folder_names_the_job_types(tmp_path: Path) -> None:
     with pytest.raises(UnknownJobTypeError, match="known job types: remove_old_worker_jobs, "
                                                   "send_report"):
         registry.require("send_reports")
+
+
+def test_jobs_may_be_a_dotted_package(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = f"jt_test_app_{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / "src" / package / "jobs"
+    folder.mkdir(parents=True)
+    (folder.parent / "__init__.py").write_text("")
+    (folder / "__init__.py").write_text("")
+    (folder / "greet.py").write_text(
+        "def run(params):\n    return 'hello ' + params.job.data['name']\n")
+    (folder / "_shared.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    with open_table(db_url, f"{package}.jobs") as jt:
+        assert jt.registry.names == ["greet", "remove_old_worker_jobs"]
+        job = jt.schedule_job(WorkerJobConfig(type="greet", data={"name": "Ada"}))
+        run_burst(jt)
+        row = jt.get_job(job.id)
+        assert row is not None and row.result == "hello Ada"
 
 
 def test_a_module_without_run_is_a_broken_job_type(tmp_path: Path) -> None:
