@@ -34,6 +34,20 @@ CLEANUP_JOB = "remove_old_worker_jobs"
 _COMPLETION_BATCH = 500
 
 
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that retrying can cure: a lost connection, a busy database."""
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError, sqlite3.OperationalError)):
+        return True
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:  # pragma: no cover - both are dependencies
+        return False
+    return isinstance(exc, (psycopg.OperationalError, psycopg_pool.PoolTimeout,
+                            psycopg.errors.SerializationFailure,
+                            psycopg.errors.DeadlockDetected))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -330,8 +344,17 @@ class Worker:
                 written = await asyncio.to_thread(self.store.complete, batch)
                 break
             except Exception as exc:
-                await self._database_trouble("complete", exc, delay)
-                delay = min(delay * 2, 5.0)
+                error = exc
+            if not is_transient(error):
+                # Retrying would stall every later completion: find the outcome the
+                # database refuses and record why instead.
+                try:
+                    written = await self._write_one_by_one(batch)
+                    break
+                except Exception as exc:
+                    error = exc
+            await self._database_trouble("complete", error, delay)
+            delay = min(delay * 2, 5.0)
         self._database_ok()
         for outcome in batch:
             self._held.discard(outcome.job.id)
@@ -340,6 +363,28 @@ class Worker:
                 log.warning("late result of job %d (attempt %d) rejected: the job was rescued "
                             "and claimed again, or finished elsewhere", outcome.job.id,
                             outcome.job.attempts)
+
+    async def _write_one_by_one(self, batch: list[Outcome]) -> set[int]:
+        written: set[int] = set()
+        for outcome in batch:
+            try:
+                written |= await asyncio.to_thread(self.store.complete, [outcome])
+                continue
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                error = exc
+            log.error("the outcome of job %d could not be written (%s); failing the job",
+                      outcome.job.id, _first_line(error))
+            replacement = Outcome(job=outcome.job, success=False, result={
+                "error": f"the job's outcome could not be stored: {_first_line(error)}"[:2000]
+                .replace("\x00", "\\x00"),
+                "exception": type(error).__name__})
+            try:
+                written |= await asyncio.to_thread(self.store.complete, [replacement])
+            except Exception as exc:
+                log.error("job %d left unfinished: %s", outcome.job.id, _first_line(exc))
+        return written
 
     async def _flush_outcomes(self, completer: asyncio.Task[None]) -> None:
         deadline = max(self.settings.grace_period.total_seconds(), 10.0)
