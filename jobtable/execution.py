@@ -87,10 +87,18 @@ async def bootstrap_app(spec: str | None, jobtable: JobTable) -> Any:
 def describe_failure(exc: BaseException) -> dict[str, Any]:
     """The ``result`` of a failed job: error message, exception class, traceback."""
     return {
-        "error": _storable(str(exc) or type(exc).__name__),
+        "error": _storable(_message(exc)),
         "exception": type(exc).__name__,
         "traceback": _storable("".join(traceback.format_exception(exc))),
     }
+
+
+def _message(exc: BaseException) -> str:
+    # A job's exception may fail to print; its row must be failed all the same.
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:
+        return f"{type(exc).__name__} (its message could not be printed)"
 
 
 def _storable(text: str) -> str:
@@ -155,7 +163,7 @@ async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Execut
                                           f"finished (grace period {grace:g}s)",
                                  "exception": "WorkerShutdown"})
     except (Exception, SystemExit) as exc:
-        logger.warning("failed: %s: %s", type(exc).__name__, exc)
+        logger.warning("failed: %s: %s", type(exc).__name__, _message(exc))
         return RunResult(False, describe_failure(exc))
     problem = _json_problem(value)
     if problem:
