@@ -126,6 +126,26 @@ def test_a_failure_with_auto_reschedule_retries_after_the_delay_cancelling_match
         assert [j.id for j in pending] == [retry.id]
 
 
+def test_an_exception_that_cannot_be_printed_still_fails_its_job(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"weird": """
+        class Weird(Exception):
+            def __str__(self):
+                raise RuntimeError("no text for this error")
+
+        def run(params):
+            raise Weird()
+    """}, recorder=False)
+    with open_table(db_url, jobs) as jt:
+        job = jt.schedule_job(WorkerJobConfig(type="weird"))
+        run_burst(jt)
+        row = _get(jt, job.id)
+        assert row.status is JobStatus.FAILED, row
+        assert row.result["exception"] == "Weird"
+        assert "Weird" in row.result["error"]
+        assert "Traceback" in row.result["traceback"]
+
+
 def test_a_result_that_is_not_json_fails_the_job_saying_so(
         db_url: str, tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs", {"odd": """
