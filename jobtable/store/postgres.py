@@ -33,7 +33,8 @@ CHANNEL = "jobtable"
 
 
 def _psycopg_sql(sql: str) -> str:
-    return _PARAM.sub(r"%(\1)s", sql)
+    # Binary parameters: arrays of a thousand values dump and parse faster than text.
+    return _PARAM.sub(r"%(\1)b", sql)
 
 
 _QUERIES = {k: _psycopg_sql(v)
