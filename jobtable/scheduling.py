@@ -37,16 +37,17 @@ def new_job(
     )
 
 
-def follow_up(job: WorkerJob, success: bool, now: datetime) -> NewJob | None:
+def follow_up(job: WorkerJob, success: bool, now: datetime, *,
+              retry: bool = True) -> NewJob | None:
     """The row that follows a finished run, if any.
 
-    - a failure with auto-reschedule: a retry due after the delay (a cron job's
-      retry keeps its schedule);
+    - a failure with auto-reschedule (unless ``retry`` is False, for a job given up
+      on for good): a retry due after the delay (a cron job's retry keeps its schedule);
     - otherwise a cron job: its next occurrence strictly after ``now``, so missed
       ticks during downtime collapse into one run;
     - otherwise nothing.
     """
-    if not success and job.auto_reschedule_on_failure:
+    if not success and retry and job.auto_reschedule_on_failure:
         due = now + timedelta(milliseconds=job.auto_reschedule_on_failure_delay)
     elif job.cron_schedule is not None:
         due = parse_cron(job.cron_schedule, job.cron_timezone).next_after(now)

@@ -16,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -292,8 +292,7 @@ class Worker:
             self.stats.succeeded += 1
         else:
             self.stats.failed += 1
-        source = job if outcome.retry else replace(job, auto_reschedule_on_failure=False)
-        follow = scheduling.follow_up(source, outcome.success, utcnow())
+        follow = scheduling.follow_up(job, outcome.success, utcnow(), retry=outcome.retry)
         self._outcomes.put_nowait(Outcome(job=job, success=outcome.success,
                                           result=outcome.result, follow_up=follow))
 
@@ -451,12 +450,14 @@ class Worker:
     async def _listen_loop(self) -> None:
         import psycopg
 
+        from jobtable.store.postgres import CHANNEL
+
         delay = 0.1
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.store.url, autocommit=True)
                 async with conn:
-                    await conn.execute("LISTEN jobtable")
+                    await conn.execute(f"LISTEN {CHANNEL}")
                     self._listening = True
                     self._wake.set()  # catch up on anything scheduled while we were away
                     delay = 0.1

@@ -10,7 +10,7 @@ import json
 import re
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -326,8 +326,7 @@ class Store(ABC):
             for job in (self.to_job(r) for r in rows):
                 if job.attempts >= max_attempts:
                     error = ABANDONED_MESSAGE.format(attempts=job.attempts, limit=max_attempts)
-                    nxt = scheduling.follow_up(
-                        _without_retry(job), success=False, now=now)
+                    nxt = scheduling.follow_up(job, success=False, now=now, retry=False)
                     to_fail.append(Outcome(job=job, success=False,
                                            result={"error": error, "exception": "Abandoned"},
                                            follow_up=nxt))
@@ -467,15 +466,3 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _without_retry(job: WorkerJob) -> WorkerJob:
-    from dataclasses import replace
-
-    return replace(job, auto_reschedule_on_failure=False)
-
-
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    """Slices of at most ``size`` items."""
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

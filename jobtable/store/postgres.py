@@ -29,7 +29,7 @@ from jobtable.timeutil import utcnow
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MIGRATION_LOCK = 0x6A6F627461626C65  # "jobtable": serialises concurrent migrators
-CHANNEL = "jobtable"
+CHANNEL = "jobtable"  # the NOTIFY channel, also named in the SQL that notifies
 
 
 def _psycopg_sql(sql: str) -> str:

@@ -115,11 +115,6 @@ class SqliteStore(Store):
         with self._lock:
             return self._retry(lambda: _SqliteTx(self._conn).q(sql, **params))  # type: ignore[no-any-return]
 
-    def data_version(self) -> int:
-        """Changes whenever another connection commits: a cheap wake-up signal."""
-        with self._lock:
-            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-
     def close(self) -> None:
         with self._lock:
             self._conn.close()
