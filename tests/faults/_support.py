@@ -161,6 +161,16 @@ def assert_clean_stop(proc: subprocess.Popen[bytes], log: Path) -> None:
         raise AssertionError(f"worker exited with {code}; end of its log:\n{tail}")
 
 
+def kill_all(supervisor: subprocess.Popen[bytes], db_url: str) -> None:
+    """After a test, leave nothing running: the supervisor and every worker process that
+    registered a heartbeat (children run in sessions of their own)."""
+    if supervisor.poll() is None:
+        supervisor.kill()
+    for (pid,) in query(db_url, "SELECT pid FROM worker_processes"):
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process with this pid exists and is not a zombie."""
     try:

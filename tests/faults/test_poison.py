@@ -5,8 +5,6 @@ succeed."""
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from jobtable import JobTable, WorkerJobConfig
 
 from ._support import (
     assert_clean_stop,
-    pid_alive,
+    kill_all,
     query,
     report,
     start_worker,
@@ -50,11 +48,7 @@ def test_a_job_that_crashes_its_worker_is_isolated_and_failed_not_retried_foreve
                                          "AND success")[0][0] == 20, 60, "the other jobs")
         assert_clean_stop(sup, tmp_path / "worker.log")
     finally:
-        if sup.poll() is None:
-            sup.kill()
-        for (pid,) in query(db_url, "SELECT pid FROM worker_processes"):
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(sup, db_url)
     success, attempts, result = query(
         db_url, "SELECT success, attempts, result FROM worker_jobs WHERE id = %s", poison.id)[0]
     assert not success
@@ -89,11 +83,7 @@ def test_without_isolation_a_crashing_job_is_abandoned_after_max_attempts(
                    "the poison job to be given up on")
         assert_clean_stop(sup, tmp_path / "worker.log")
     finally:
-        if sup.poll() is None:
-            sup.kill()
-        for (pid,) in query(db_url, "SELECT pid FROM worker_processes"):
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(sup, db_url)
     success, attempts, result = query(
         db_url, "SELECT success, attempts, result FROM worker_jobs WHERE id = %s", poison.id)[0]
     assert (success, attempts) == (False, 3)

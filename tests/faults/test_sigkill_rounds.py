@@ -17,6 +17,7 @@ from jobtable import JobTable, WorkerJobConfig
 from ._support import (
     RunLog,
     assert_clean_stop,
+    kill_all,
     pid_alive,
     query,
     report,
@@ -71,11 +72,7 @@ def test_sigkill_rounds_lose_no_job_and_never_overlap_runs(db_url: str, tmp_path
         wait_until(lambda: _finished(db_url) == JOBS, 240, f"all {JOBS} jobs to finish")
         assert_clean_stop(supervisor, tmp_path / "worker.log")
     finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
-        for (pid,) in query(db_url, "SELECT pid FROM worker_processes"):
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(supervisor, db_url)
 
     rows = query(db_url, "SELECT id, success, cancelled FROM worker_jobs WHERE type = 'probe'")
     assert len(rows) == JOBS
