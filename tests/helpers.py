@@ -371,3 +371,25 @@ def log_tail(log: Path, lines: int = 40) -> str:
     if not log.exists():
         return "(no log)"
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def run_together(count: int, work: Callable[[int], None],
+                 timeout: float = 120) -> list[BaseException]:
+    """Run ``work(0)`` … ``work(count - 1)`` in threads released at once by a barrier;
+    return what they raised."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(30)
+            work(index)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return errors

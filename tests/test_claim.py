@@ -16,6 +16,7 @@ from helpers import (
     log_tail,
     now,
     open_table,
+    run_together,
     set_times,
     sql,
     start_worker,
@@ -91,30 +92,20 @@ def test_concurrent_claims_from_threads_never_return_a_row_twice(
     expected = {r.id for r in rows}
     claimed: list[int] = []
     lock = threading.Lock()
-    errors: list[BaseException] = []
     shared = open_table(db_url, jobs)
     own = [open_table(db_url, jobs) if tables == "one-per-thread" else shared
            for _ in range(8)]
-    barrier = threading.Barrier(8)
 
     def claim(index: int) -> None:
-        try:
-            barrier.wait(30)
-            while True:
-                got = own[index].store.claim(f"worker-{index}", 7)
-                if not got:
-                    return
-                with lock:
-                    claimed.extend(j.id for j in got)
-        except BaseException as exc:
-            errors.append(exc)
+        while True:
+            got = own[index].store.claim(f"worker-{index}", 7)
+            if not got:
+                return
+            with lock:
+                claimed.extend(j.id for j in got)
 
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        errors = run_together(8, claim)
     finally:
         for table in {id(t): t for t in [shared, *own]}.values():
             table.close()

@@ -20,6 +20,7 @@ from helpers import (
     open_table,
     row_count,
     run_burst,
+    run_together,
     set_times,
     sql,
     subprocess_env,
@@ -142,23 +143,13 @@ def test_twenty_threads_scheduling_one_pair_leave_exactly_one_pending_row(
     shared.migrate()
     own = [open_table(db_url, jobs) if tables == "one-per-thread" else shared
            for _ in range(20)]
-    barrier = threading.Barrier(20)
-    errors: list[BaseException] = []
 
     def schedule(index: int) -> None:
-        try:
-            barrier.wait(30)
-            own[index].schedule_job(WorkerJobConfig(type="note", user_id=42,
-                                                    data={"thread": index}))
-        except BaseException as exc:
-            errors.append(exc)
+        own[index].schedule_job(WorkerJobConfig(type="note", user_id=42,
+                                                data={"thread": index}))
 
-    threads = [threading.Thread(target=schedule, args=(i,)) for i in range(20)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        errors = run_together(20, schedule, timeout=60)
     finally:
         for table in {id(t): t for t in own}.values():
             table.close()
@@ -240,28 +231,18 @@ def test_concurrent_bulk_schedules_of_overlapping_pairs_leave_one_pending_row_pe
     # and each pair ends with exactly one pending row.
     tables = [open_table(db_url, jobs) for _ in range(8)]
     tables[0].migrate()
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
 
     def work(index: int) -> None:
         users = list(range(10))
         users = users[index:] + users[:index]
         if index % 2:
             users.reverse()
-        try:
-            barrier.wait(30)
-            for _ in range(3):
-                tables[index].schedule_jobs(
-                    [WorkerJobConfig(type="note", user_id=u, data={"t": index}) for u in users])
-        except BaseException as exc:
-            errors.append(exc)
+        for _ in range(3):
+            tables[index].schedule_jobs(
+                [WorkerJobConfig(type="note", user_id=u, data={"t": index}) for u in users])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        errors = run_together(8, work)
     finally:
         for table in tables:
             table.close()
@@ -293,28 +274,17 @@ def test_a_job_due_later_is_not_started_before_its_due(
 
 def test_one_jobtable_shared_by_eight_threads_schedules_every_job(
         db_url: str, jobs: Path) -> None:
-    errors: list[BaseException] = []
     ids: list[int] = []
     lock = threading.Lock()
     with open_table(db_url, jobs) as jt:
-        barrier = threading.Barrier(8)
 
         def work(thread: int) -> None:
-            try:
-                barrier.wait(30)
-                for n in range(25):
-                    row = jt.schedule_job(WorkerJobConfig(type="note", user_id=thread * 100 + n))
-                    with lock:
-                        ids.append(row.id)
-            except BaseException as exc:
-                errors.append(exc)
+            for n in range(25):
+                row = jt.schedule_job(WorkerJobConfig(type="note", user_id=thread * 100 + n))
+                with lock:
+                    ids.append(row.id)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert errors == []
+        assert run_together(8, work) == []
         assert len(set(ids)) == 200
         assert row_count(db_url) == 200
         assert len(jt.list_jobs(status="pending", limit=500)) == 200
