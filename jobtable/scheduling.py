@@ -22,7 +22,7 @@ def new_job(
     if cron is not None:
         schedule = parse_cron(cron, timezone)
         cron = schedule.expression
-        due = schedule.next_after(max(due, now) if config.due is None else due)
+        due = schedule.next_after(due)
     return NewJob(
         type=config.type,
         user_id=config.user_id,
