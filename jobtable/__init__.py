@@ -8,11 +8,13 @@ PostgreSQL when many workers on many hosts share one database.
 from jobtable.client import JobTable
 from jobtable.cron import CronSchedule, parse_cron
 from jobtable.errors import (
+    ActionRefusedError,
     ConfigError,
     DatabaseUnavailableError,
     InvalidCronError,
     InvalidDataError,
     InvalidJobError,
+    JobNotFoundError,
     JobTableError,
     MigrationError,
     UnknownJobTypeError,
@@ -22,12 +24,14 @@ from jobtable.settings import Settings, load_settings
 from jobtable.worker import Worker, run_worker
 
 __all__ = [
+    "ActionRefusedError",
     "ConfigError",
     "CronSchedule",
     "DatabaseUnavailableError",
     "InvalidCronError",
     "InvalidDataError",
     "InvalidJobError",
+    "JobNotFoundError",
     "JobParams",
     "JobStatus",
     "JobTable",

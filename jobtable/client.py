@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from jobtable import scheduling
+from jobtable import rules
 from jobtable.cron import parse_cron
 from jobtable.errors import InvalidDataError, InvalidJobError
 from jobtable.model import NewJob, WorkerJob, WorkerJobConfig
@@ -99,7 +99,7 @@ class JobTable:
         valid = config.validated()
         self.registry.require(valid.type)
         _check_data(valid.type, valid.data, self.registry)
-        return scheduling.new_job(valid, utcnow(), cron=cron, timezone=timezone,
+        return rules.new_job(valid, utcnow(), cron=cron, timezone=timezone,
                                   declared=declared)
 
     def schedule_job(self, config: WorkerJobConfig) -> WorkerJob:

@@ -39,3 +39,15 @@ class MigrationError(JobTableError):
 
 class ConfigError(JobTableError, ValueError):
     """A setting has a value jobtable cannot use."""
+
+
+class JobNotFoundError(JobTableError, LookupError):
+    """No row has that id."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id}")
+
+
+class ActionRefusedError(JobTableError):
+    """The action does not apply to the job as it stands (e.g. retrying a pending job)."""

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobtable.errors import ConfigError, JobTableError, MigrationError
-from jobtable.model import JobStatus, NewJob, WorkerJob
+from jobtable import rules
+from jobtable.errors import ActionRefusedError as ActionRefusedError
+from jobtable.errors import ConfigError, MigrationError
+from jobtable.errors import JobNotFoundError as JobNotFoundError
+from jobtable.model import JobStatus, WorkerJob
 from jobtable.settings import Settings
 from jobtable.store import Store, open_store
 from jobtable.store.base import WorkerInfo
@@ -23,25 +26,13 @@ from jobtable.timeutil import utcnow
 STATUSES = tuple(s.value for s in JobStatus)
 FINISHED_STATUSES = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value,
                      JobStatus.CANCELLED.value)
-RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
-CANCELLED_BY_USER = "Job cancelled by request"
+RETRYABLE = rules.RETRYABLE
+CANCELLED_BY_USER = rules.CANCELLED_BY_USER
 PURGE_BATCH = 1000
 RETRY_BATCH = 200
 # Upper bounds (seconds) of the run-time histogram buckets.
 RUNTIME_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
                    3600.0)
-
-
-class JobNotFoundError(JobTableError, LookupError):
-    """No row has that id."""
-
-    def __init__(self, job_id: int) -> None:
-        self.job_id = job_id
-        super().__init__(f"no job with id {job_id}")
-
-
-class ActionRefusedError(JobTableError):
-    """The action does not apply to the job as it stands (e.g. retrying a pending job)."""
 
 
 def open_ops_store(settings: Settings) -> Store:
@@ -110,15 +101,6 @@ def cancel(store: Store, job_id: int) -> WorkerJob:
     return require_job(store, job_id)
 
 
-def _retry_row(job: WorkerJob, now: datetime) -> NewJob:
-    return NewJob(
-        type=job.type, user_id=job.user_id, data=job.data, due=now,
-        auto_reschedule_on_failure=job.auto_reschedule_on_failure,
-        auto_reschedule_on_failure_delay_ms=job.auto_reschedule_on_failure_delay,
-        remove_delay_ms=job.remove_delay, cron_schedule=job.cron_schedule,
-        cron_timezone=job.cron_timezone, rescheduled_from_job=job.id, declared=job.declared)
-
-
 def retry(store: Store, job_id: int) -> WorkerJob:
     """Schedule a failed or cancelled job again, due now; returns the new row.
 
@@ -131,7 +113,7 @@ def retry(store: Store, job_id: int) -> WorkerJob:
     if job.status not in RETRYABLE:
         raise ActionRefusedError(
             f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried")
-    return store.schedule([_retry_row(job, utcnow())])[0]
+    return store.schedule([rules.retry_row(job, utcnow())])[0]
 
 
 def retry_candidates(store: Store, *, status: str, type: str | None = None,
@@ -163,7 +145,7 @@ def retry_many(store: Store, job_ids: Sequence[int],
         for job_id in chunk:
             job = store.get_job(job_id)
             if job is not None and job.status in RETRYABLE:
-                rows.append(_retry_row(job, utcnow()))
+                rows.append(rules.retry_row(job, utcnow()))
         if rows:
             created.extend(store.schedule(rows))
         if progress is not None:

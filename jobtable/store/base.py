@@ -17,18 +17,16 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, ClassVar, Protocol
 
-from jobtable import scheduling
+from jobtable import rules
+from jobtable.errors import ConfigError
 from jobtable.model import CANCELLED_MESSAGE, NewJob, Outcome, WorkerJob
 from jobtable.timeutil import utcnow
 
 Row = dict[str, Any]
 
 DEFAULT_STALE_LIMIT = timedelta(hours=1)
-DEFAULT_MAX_ATTEMPTS = 4
-ABANDONED_MESSAGE = (
-    "Job abandoned: its worker stopped responding during {attempts} attempts "
-    "(limit {limit}); not run again"
-)
+DEFAULT_MAX_ATTEMPTS = rules.DEFAULT_MAX_ATTEMPTS
+ABANDONED_MESSAGE = rules.ABANDONED_MESSAGE
 
 
 def load_queries(*names: str) -> dict[str, str]:
@@ -157,7 +155,7 @@ class Store(ABC):
         """
         if not jobs:
             return []
-        keep = scheduling.dedupe_batch(list(jobs))
+        keep = rules.dedupe_batch(list(jobs))
         pairs = sorted({(j.type, j.user_id) for j in jobs}, key=lambda p: pair_key(*p))
         with self.transaction() as tx:
             now = utcnow()
@@ -180,10 +178,7 @@ class Store(ABC):
             stale = self.stale_cutoff(now)
             for row in tx.q("unfinished_for_pair", type=job.type, user_id=job.user_id):
                 existing = self.to_job(row)
-                fresh = existing.started is None or existing.started >= stale
-                if (existing.cron_schedule == job.cron_schedule
-                        and existing.cron_timezone == job.cron_timezone
-                        and existing.data == job.data and fresh):
+                if rules.same_chain(existing, job, stale):
                     return existing
             self._cancel_matching(tx, pairs, now)
             rows = self._insert(tx, [job], [False], now)
@@ -197,11 +192,10 @@ class Store(ABC):
             now = utcnow()
             for row in tx.q("undeclared_chains"):
                 job = self.to_job(row)
-                if declared.get(job.type) == job.cron_schedule or job.started is not None:
+                if rules.keeps_declared_chain(job, declared):
                     continue
                 tx.q("cancel_by_id", id=job.id, now=self._t(now), stale=self._t(now),
-                     result=self._json({"error": "Job cancelled: its CRON declaration was "
-                                        "removed or changed"}))
+                     result=self._json({"error": rules.UNDECLARED_MESSAGE}))
                 stopped.append(job.id)
         return stopped
 
@@ -254,7 +248,7 @@ class Store(ABC):
             next_jobs = [o.follow_up for o in follow if o.job.id in written]
             if next_jobs:
                 jobs = [j for j in next_jobs if j is not None]
-                keep = scheduling.dedupe_batch(jobs)
+                keep = rules.dedupe_batch(jobs)
                 self._cancel_matching(tx, sorted({(j.type, j.user_id) for j in jobs},
                                                  key=lambda p: pair_key(*p)), now)
                 self._insert(tx, jobs, [not k for k in keep], now)
@@ -324,12 +318,9 @@ class Store(ABC):
             reset, failed = [], []
             to_fail: list[Outcome] = []
             for job in (self.to_job(r) for r in rows):
-                if job.attempts >= max_attempts:
-                    error = ABANDONED_MESSAGE.format(attempts=job.attempts, limit=max_attempts)
-                    nxt = scheduling.follow_up(job, success=False, now=now, retry=False)
-                    to_fail.append(Outcome(job=job, success=False,
-                                           result={"error": error, "exception": "Abandoned"},
-                                           follow_up=nxt))
+                given_up = rules.rescue(job, now, max_attempts)
+                if given_up is not None:
+                    to_fail.append(given_up)
                 else:
                     tx.q("reset_claim", id=job.id, token=job.attempts, now=self._t(now))
                     reset.append(job.id)
@@ -432,8 +423,6 @@ class Store(ABC):
         params: dict[str, Any] = {}
         if status is not None:
             if status not in self.STATUS_SQL:
-                from jobtable.errors import ConfigError
-
                 raise ConfigError(
                     f"unknown status {status!r}; use one of {', '.join(self.STATUS_SQL)}")
             where.append(self.STATUS_SQL[status])

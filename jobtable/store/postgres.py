@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from jobtable import scheduling
+from jobtable import rules
 from jobtable.errors import DatabaseUnavailableError, MigrationError
 from jobtable.model import NewJob, Outcome, WorkerJob
 from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries, pair_key
@@ -124,7 +124,7 @@ class PostgresStore(Store):
                 remove_delay=j.remove_delay_ms, rescheduled_from=j.rescheduled_from_job,
                 declared=j.declared, payload=f"{j.due.timestamp():.6f}")
             return [self.to_job(r) for r in rows]
-        keep = scheduling.dedupe_batch(list(jobs))
+        keep = rules.dedupe_batch(list(jobs))
         pairs = sorted({(j.type, j.user_id) for j in jobs}, key=lambda p: pair_key(*p))
         rows = self.read(
             "schedule", **self._insert_params(jobs, [not k for k in keep], now),
