@@ -211,15 +211,16 @@ async def _run_worker_process(settings: Any, burst: bool) -> int:
 @click.option("--cron", metavar="EXPR",
               help="Start a cron chain: 6 fields with seconds ('0 * * * * *') or 5 fields.")
 @click.option("--timezone", metavar="TZ", help="Time zone of --cron (default UTC).")
-@click.option("--retry/--no-retry", default=False, show_default=True,
-              help="Reschedule automatically after a failure.")
+@click.option("--retry/--no-retry", default=None,
+              help="Reschedule automatically after a failure [default: the job module's "
+                   "AUTO_RESCHEDULE_ON_FAILURE, else no].")
 @click.option("--retry-delay", metavar="DURATION", help="Delay before that retry.")
 @click.option("--remove-delay", metavar="DURATION",
               help="How long a succeeded job is kept [default 1h].")
 @click.option("--json", "as_json", is_flag=True, help="Print the new row as JSON.")
 @friendly_errors
 def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int, data: str,
-             due: str | None, cron: str | None, timezone: str | None, retry: bool,
+             due: str | None, cron: str | None, timezone: str | None, retry: bool | None,
              retry_delay: str | None, remove_delay: str | None, as_json: bool) -> None:
     """Schedule a job of JOB_TYPE (cancelling matching pending jobs first)."""
     from jobtable.errors import InvalidDataError

@@ -12,7 +12,7 @@ from typing import Any
 
 from jobtable import rules
 from jobtable.cron import parse_cron
-from jobtable.errors import InvalidDataError, InvalidJobError
+from jobtable.errors import InvalidJobError
 from jobtable.model import NewJob, WorkerJob, WorkerJobConfig
 from jobtable.registry import Registry, discover
 from jobtable.settings import Settings, load_settings
@@ -96,9 +96,9 @@ class JobTable:
         if not isinstance(config, WorkerJobConfig):
             raise InvalidJobError(
                 f"expected a WorkerJobConfig, got {type(config).__name__}")
-        valid = config.validated()
+        valid = config.validated(self.registry.defaults(config.type))
         self.registry.require(valid.type)
-        _check_data(valid.type, valid.data, self.registry)
+        self.registry.check_data(valid.type, valid.data)
         return rules.new_job(valid, utcnow(), cron=cron, timezone=timezone,
                                   declared=declared)
 
@@ -190,14 +190,3 @@ class JobTable:
             with contextlib.suppress(RuntimeError):  # that loop is closed
                 loop.call_soon_threadsafe(event.set)
 
-
-def _check_data(job_type: str, data: dict[str, Any], registry: Registry) -> None:
-    jt = registry.get(job_type)
-    data_type = None if jt is None else jt.data_type
-    if data_type is None:
-        return
-    from jobtable.validation import validate_data
-
-    problem = validate_data(data_type, data)
-    if problem:
-        raise InvalidDataError(f"data for job type {job_type!r} does not match its Data: {problem}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -80,19 +81,27 @@ class WorkerJobConfig:
     """What to schedule: a job type, who it is for, its data and its policies.
 
     ``due`` must be an aware datetime (default: now). Delays take a ``timedelta``
-    or a number of seconds.
+    or a number of seconds. A policy left at ``None`` takes the job module's setting
+    of the same name in capitals (``AUTO_RESCHEDULE_ON_FAILURE``,
+    ``AUTO_RESCHEDULE_ON_FAILURE_DELAY``, ``REMOVE_DELAY``), else the built-in default
+    (no retry, retry at once, keep a succeeded row for an hour); a value given here wins.
     """
 
     type: str
     user_id: int = 0
     data: dict[str, Any] | None = None
     due: datetime | None = None
-    auto_reschedule_on_failure: bool = False
+    auto_reschedule_on_failure: bool | None = None
     auto_reschedule_on_failure_delay: timedelta | float | None = None
     remove_delay: timedelta | float | None = None
 
-    def validated(self) -> ValidConfig:
-        """Check every field and return the normalised form; raises ``InvalidJobError``."""
+    def validated(self, defaults: Mapping[str, Any] | None = None) -> ValidConfig:
+        """Check every field and return the normalised form; raises ``InvalidJobError``.
+
+        ``defaults`` (field name to value; see ``Registry.defaults``) fill the policies
+        left at ``None``; a default is checked like a given value and named by its
+        module setting when it is wrong.
+        """
         if not isinstance(self.type, str) or not self.type.isidentifier():
             raise InvalidJobError(
                 f"job type must be a module name such as 'send_report', got {self.type!r}"
@@ -109,18 +118,28 @@ class WorkerJobConfig:
                 f"data must be a dict (a JSON object), got {type(data).__name__}")
         data_json = dump_json(data, "data")
         due = None if self.due is None else require_aware(self.due, "due")
-        retry_delay = to_timedelta(
-            self.auto_reschedule_on_failure_delay, "auto_reschedule_on_failure_delay"
-        )
-        remove_delay = to_timedelta(self.remove_delay, "remove_delay")
-        if not isinstance(self.auto_reschedule_on_failure, bool):
-            raise InvalidJobError("auto_reschedule_on_failure must be True or False")
+
+        def policy(name: str) -> tuple[Any, str]:
+            value = getattr(self, name)
+            if value is None and defaults and defaults.get(name) is not None:
+                return defaults[name], f"{name.upper()} of job type {self.type!r}"
+            return value, name
+
+        retry_value, retry_what = policy("auto_reschedule_on_failure_delay")
+        retry_delay = to_timedelta(retry_value, retry_what)
+        remove_value, remove_what = policy("remove_delay")
+        remove_delay = to_timedelta(remove_value, remove_what)
+        auto, auto_what = policy("auto_reschedule_on_failure")
+        if auto is None:
+            auto = False
+        if not isinstance(auto, bool):
+            raise InvalidJobError(f"{auto_what} must be True or False, got {auto!r}")
         return ValidConfig(
             type=self.type,
             user_id=self.user_id,
             data=json.loads(data_json),
             due=due,
-            auto_reschedule_on_failure=self.auto_reschedule_on_failure,
+            auto_reschedule_on_failure=auto,
             auto_reschedule_on_failure_delay=retry_delay or DEFAULT_RETRY_DELAY,
             remove_delay=DEFAULT_REMOVE_DELAY if remove_delay is None else remove_delay,
         )

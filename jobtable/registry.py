@@ -22,11 +22,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from jobtable.errors import ConfigError, InvalidJobError
+from jobtable.bindings import read_registry, resolve_bindings
+from jobtable.errors import ConfigError, InvalidDataError, InvalidJobError, UnknownJobTypeError
 from jobtable.timeutil import to_timedelta
+from jobtable.validation import validate_data
 
 BUILTIN_PACKAGE = "jobtable.jobs"
 log = logging.getLogger("jobtable.registry")
+
+#: The ``WorkerJobConfig`` fields a job module may give a default for, each by a
+#: module-level setting of the same name in capitals (``REMOVE_DELAY = 60``).
+MODULE_DEFAULTS = ("auto_reschedule_on_failure", "auto_reschedule_on_failure_delay",
+                   "remove_delay")
 _DIR_PACKAGE = "jobtable_user_jobs"
 
 
@@ -92,6 +99,7 @@ class Registry:
     source: str | None
     types: dict[str, JobType] = field(default_factory=dict)
     bindings: str | None = None  # the generated bindings whose REGISTRY was used
+    package: str | None = None  # the package name the jobs folder's modules import under
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -123,12 +131,33 @@ class Registry:
 
     def require(self, name: str) -> JobType:
         """The job type called ``name``, or ``UnknownJobTypeError`` listing the known ones."""
-        from jobtable.errors import UnknownJobTypeError
-
         jt = self.types.get(name)
         if jt is None:
             raise UnknownJobTypeError(name, self.names)
         return jt
+
+    def defaults(self, name: object) -> dict[str, Any]:
+        """The defaults job type ``name`` declares for its jobs: ``WorkerJobConfig``
+        field name to the value of the module's setting (``MODULE_DEFAULTS``), for the
+        settings the module sets. Empty for an unknown or broken job type. Passed to
+        ``WorkerJobConfig.validated``, where a value given in the config wins."""
+        jt = self.get(name) if isinstance(name, str) else None
+        if jt is None or jt.module is None:
+            return {}
+        return {field: value for field in MODULE_DEFAULTS
+                if (value := getattr(jt.module, field.upper(), None)) is not None}
+
+    def check_data(self, name: str, data: dict[str, Any]) -> None:
+        """Raise ``InvalidDataError`` when ``data`` does not fit the ``Data`` declared by
+        the module of job type ``name``; nothing to check when it declares none."""
+        jt = self.get(name)
+        data_type = None if jt is None else jt.data_type
+        if data_type is None:
+            return
+        problem = validate_data(data_type, data)
+        if problem:
+            raise InvalidDataError(
+                f"data for job type {name!r} does not match its Data: {problem}")
 
 
 def _import(jt: JobType) -> None:
@@ -164,6 +193,17 @@ def _describe_import_error(jt: JobType, exc: Exception) -> str:
         jt.origin,
     )
     return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def package_name_of(folder: Path) -> str:
+    """The dotted name a jobs folder is imported by: its name, preceded by the names of
+    the enclosing folders that are packages (hold an ``__init__.py``)."""
+    parts = [folder.name]
+    parent = folder.parent
+    while (parent / "__init__.py").is_file() and parent != parent.parent:
+        parts.insert(0, parent.name)
+        parent = parent.parent
+    return ".".join(parts)
 
 
 def _ensure_dir_package() -> None:
@@ -211,6 +251,7 @@ def discover(jobs: str | Path | None, bindings: str | Path | None = None, *,
     path = Path(jobs)
     if path.is_dir():
         _ensure_dir_package()
+        registry.package = _DIR_PACKAGE
         # Job modules import the user's own packages; make the project root importable.
         root = str(path.resolve().parent)
         if root not in sys.path:
@@ -219,6 +260,7 @@ def discover(jobs: str | Path | None, bindings: str | Path | None = None, *,
     elif isinstance(jobs, str) and all(p.isidentifier() for p in jobs.split(".")):
         try:
             user = _scan_package(jobs)
+            registry.package = jobs
         except ImportError as exc:
             raise ConfigError(
                 f"jobs {jobs!r} is neither a folder nor an importable package ({exc})"
@@ -239,8 +281,6 @@ def discover(jobs: str | Path | None, bindings: str | Path | None = None, *,
 
 def _prefer_bindings(registry: Registry, folder: Path, found: dict[str, str],
                      bindings: str | Path | None) -> dict[str, str]:
-    from jobtable.codegen import read_registry, resolve_bindings
-
     path = resolve_bindings(folder.resolve(), bindings)
     listed = read_registry(path)
     if listed is None:

@@ -25,8 +25,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from jobtable.client import JobTable, _check_data
-from jobtable.codegen import data_dict
+from jobtable.bindings import data_dict
+from jobtable.client import JobTable
 from jobtable.errors import InvalidDataError, InvalidJobError
 from jobtable.execution import bootstrap_app, job_logger
 from jobtable.model import JobParams, JobStatus, WorkerJob, WorkerJobConfig
@@ -69,7 +69,7 @@ def _prepare(jt: JobTable, job_type: str, data: Any,
              user_id: int) -> tuple[JobType, WorkerJob]:
     valid = WorkerJobConfig(type=job_type, user_id=user_id, data=data_dict(data)).validated()
     known = jt.registry.require(valid.type)
-    _check_data(valid.type, valid.data, jt.registry)
+    jt.registry.check_data(valid.type, valid.data)
     loaded = jt.registry.get(known.name)
     assert loaded is not None
     if loaded.error is not None or loaded.run is None:

@@ -88,7 +88,7 @@ def validate_data(data_type: Any, data: dict[str, Any], prefix: str = "") -> str
         return None
     if is_typeddict(data_type):
         hints = get_type_hints(data_type)
-        required = _required_keys(data_type)
+        required = required_keys(data_type)
     elif dataclasses.is_dataclass(data_type):
         hints = get_type_hints(data_type)
         required = {f.name for f in dataclasses.fields(data_type)
@@ -109,7 +109,7 @@ def validate_data(data_type: Any, data: dict[str, Any], prefix: str = "") -> str
     return None
 
 
-def _required_keys(typed_dict: Any) -> set[str]:
+def required_keys(typed_dict: Any) -> set[str]:
     """The required keys of a TypedDict, honouring ``Required``/``NotRequired``.
 
     Python 3.11 ignores those markers in ``__required_keys__`` when the module uses

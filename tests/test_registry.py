@@ -197,3 +197,73 @@ def test_a_module_may_not_shadow_a_built_in_job(tmp_path: Path) -> None:
 def test_a_missing_jobs_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         discover(str(tmp_path / "nowhere" / "jobs"))
+
+
+FLAKY = """
+AUTO_RESCHEDULE_ON_FAILURE = True
+AUTO_RESCHEDULE_ON_FAILURE_DELAY = 3600
+REMOVE_DELAY = 120
+
+def run(params):
+    raise RuntimeError("down")
+"""
+
+
+def test_module_retry_settings_apply_to_jobs_scheduled_by_hand(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"flaky": FLAKY}, recorder=False)
+    with open_table(db_url, jobs) as jt:
+        one = jt.schedule_job(WorkerJobConfig(type="flaky", user_id=1))
+        [many] = jt.schedule_jobs([WorkerJobConfig(type="flaky", user_id=2)])
+        cron = jt.schedule_cron_job(WorkerJobConfig(type="flaky", user_id=3), "0 0 * * *")
+        for row in (one, many, cron):
+            assert (row.auto_reschedule_on_failure, row.auto_reschedule_on_failure_delay,
+                    row.remove_delay) == (True, 3_600_000, 120_000)
+        run_burst(jt)
+        failed = jt.get_job(one.id)
+        assert failed is not None and failed.status == JobStatus.FAILED
+        [retry] = [j for j in jt.list_jobs(type="flaky", status="pending")
+                   if j.rescheduled_from_job == one.id]
+        assert failed.finished is not None
+        assert timedelta(minutes=59) < retry.due - failed.finished < timedelta(minutes=61)
+        assert retry.user_id == 1 and retry.auto_reschedule_on_failure is True
+
+
+def test_a_config_value_wins_over_the_module_setting(db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"flaky": FLAKY}, recorder=False)
+    with open_table(db_url, jobs) as jt:
+        row = jt.schedule_job(WorkerJobConfig(
+            type="flaky", auto_reschedule_on_failure=False, remove_delay=5))
+        assert (row.auto_reschedule_on_failure, row.auto_reschedule_on_failure_delay,
+                row.remove_delay) == (False, 3_600_000, 5_000)
+        run_burst(jt)
+        [failed] = jt.list_jobs(type="flaky")
+        assert failed.id == row.id and failed.status == JobStatus.FAILED  # no retry row
+
+
+def test_a_wrong_module_setting_is_named_and_nothing_is_scheduled(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {
+        "flaky": FLAKY.replace("= True", '= "yes"'),
+        "slow": FLAKY.replace("= 3600", '= "soon"')}, recorder=False)
+    with open_table(db_url, jobs) as jt:
+        with pytest.raises(InvalidJobError,
+                           match="AUTO_RESCHEDULE_ON_FAILURE of job type 'flaky' must be "
+                                 "True or False, got 'yes'"):
+            jt.schedule_job(WorkerJobConfig(type="flaky"))
+        with pytest.raises(InvalidJobError,
+                           match="AUTO_RESCHEDULE_ON_FAILURE_DELAY of job type 'slow'"):
+            jt.schedule_jobs([WorkerJobConfig(type="flaky", auto_reschedule_on_failure=True),
+                              WorkerJobConfig(type="slow")])
+        assert jt.list_jobs() == []
+
+
+def test_the_registry_lists_the_module_defaults_it_sets(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {
+        "flaky": FLAKY, "plain": "def run(params):\n    return 1\n"}, recorder=False)
+    registry = discover(jobs)
+    assert registry.defaults("flaky") == {
+        "auto_reschedule_on_failure": True, "auto_reschedule_on_failure_delay": 3600,
+        "remove_delay": 120}
+    assert registry.defaults("plain") == {}
+    assert registry.defaults("missing") == {}

@@ -157,6 +157,24 @@ def test_importing_the_bindings_imports_no_job_module(project: Path) -> None:
         "('plain', 'remove_old_worker_jobs', 'resize', 'send_report', 'tally') Data")
 
 
+def test_an_application_and_its_worker_never_import_the_generator(project: Path) -> None:
+    cli("codegen", cwd=project, check=True)
+    script = textwrap.dedent("""\
+        import sys
+        from jobtable import JobTable
+        from jobtable.testing import drain
+        from jobs._generated import schedule_job
+        with JobTable("sqlite:///app.db", jobs="jobs") as jt:
+            schedule_job(jt, "tally", {"step": 2})
+            drained = drain(jt)
+            print(len(drained.succeeded), [m for m in sys.modules if "codegen" in m])
+        """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=project, env=clean_env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1 []"
+
+
 def test_generated_functions_schedule_checked_rows(project: Path, db_url: str) -> None:
     cli("codegen", cwd=project, check=True)
     script = textwrap.dedent(f"""\

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,19 @@ def test_the_scaffold_schedules_through_its_typed_bindings(tmp_path: Path) -> No
     assert done.stdout.strip() == "scheduled job 1 (send_welcome) for bo@example.com"
     burst = cli("worker", "--burst", cwd=root, check=True)
     assert "mail to bo@example.com: Welcome, Bo!" in burst.stderr
+
+
+def test_the_scaffold_send_welcome_is_retried_as_its_module_says(tmp_path: Path) -> None:
+    cli("init", "shop", cwd=tmp_path, check=True)
+    root = tmp_path / "shop"
+    done = subprocess.run([sys.executable, "-m", "shop.signup", "bo@example.com", "Bo"],
+                          cwd=root, env=clean_env(), capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    with closing(sqlite3.connect(root / "jobtable.db")) as db:
+        rows = db.execute("SELECT auto_reschedule_on_failure, auto_reschedule_on_failure_delay"
+                          " FROM worker_jobs WHERE type = 'send_welcome'").fetchall()
+    assert rows == [(1, 10_000)]  # AUTO_RESCHEDULE_ON_FAILURE(_DELAY) of send_welcome
 
 
 def test_init_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
