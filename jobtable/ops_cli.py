@@ -415,10 +415,19 @@ def stats_command(database: str | None, jobs: str | None, watch: bool, interval:
               help="Basic-auth user name [env JOBTABLE_DASHBOARD_USER].")
 @click.option("--password", envvar="JOBTABLE_DASHBOARD_PASSWORD", metavar="PASSWORD",
               help="Basic-auth password [env JOBTABLE_DASHBOARD_PASSWORD].")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="HOST",
+              envvar="JOBTABLE_DASHBOARD_ALLOWED_HOSTS",
+              help="A Host name the dashboard answers to besides loopback (repeatable; "
+                   "'ops.example.com', '*.example.com', 'name:port') "
+                   "[env JOBTABLE_DASHBOARD_ALLOWED_HOSTS, comma-separated].")
+@click.option("--origin", envvar="JOBTABLE_DASHBOARD_ORIGIN", metavar="URL",
+              help="The public origin actions must come from, behind a proxy "
+                   "('https://ops.example.com') [env JOBTABLE_DASHBOARD_ORIGIN].")
 @click.option("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
 @friendly_errors
 def dashboard_command(database: str | None, jobs: str | None, host: str, port: int,
                       token: str | None, user: str | None, password: str | None,
+                      allowed_hosts: tuple[str, ...], origin: str | None,
                       log_level: str | None) -> None:
     """Serve the web dashboard: overview, jobs, job details, cron schedules, actions and
     /metrics for Prometheus."""
@@ -440,7 +449,8 @@ def dashboard_command(database: str | None, jobs: str | None, host: str, port: i
     setup_logging(log_level or "WARNING")
     settings = load_settings(database=database, jobs=jobs)
     ops.open_ops_store(settings).close()  # fail now, clearly, if the database is unreachable
-    app = create_app(settings, token=token, username=user, password=password)
+    app = create_app(settings, token=token, username=user, password=password,
+                     allowed_hosts=allowed_hosts or None, origin=origin)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"
     click.echo(f"jobtable dashboard for {_redact(settings.database)} on {url}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +32,8 @@ from jobtable.dashboard.security import (
     Guard,
     csrf_problem,
     csrf_token,
+    parse_allowed_hosts,
+    parse_origins,
     set_csrf_cookie,
 )
 from jobtable.errors import ConfigError, DatabaseUnavailableError, JobTableError
@@ -313,7 +315,8 @@ def _query(filters: dict[str, str]) -> str:
 def create_app(database: str | Store | Settings | None = None, *, token: str | None = None,
                username: str | None = None, password: str | None = None,
                trust_remote: bool = False, live_within: timedelta | None = None,
-               refresh_seconds: float = 3.0) -> Starlette:
+               refresh_seconds: float = 3.0, allowed_hosts: str | Sequence[str] | None = None,
+               origin: str | Sequence[str] | None = None) -> Starlette:
     """The dashboard as an ASGI app.
 
     ``database`` is a URL, a ``Store`` (kept open; yours to close) or ``Settings``;
@@ -322,7 +325,12 @@ def create_app(database: str | Store | Settings | None = None, *, token: str | N
 
     Without ``token`` or ``username``/``password`` it answers loopback clients only;
     pass ``trust_remote=True`` when your application already authenticates users.
+    Without credentials it also answers only to a loopback ``Host`` (DNS rebinding).
+    ``allowed_hosts`` (``["ops.example.com", "*.example.com:8443"]``) limits the
+    ``Host`` header in any mode; ``origin`` (``"https://ops.example.com"``) is the
+    public origin that POSTs must come from, for a dashboard behind a proxy.
     """
+    parse_allowed_hosts(allowed_hosts), parse_origins(origin)  # refuse bad ones now
     dashboard = Dashboard(database, live_within=live_within, refresh_seconds=refresh_seconds)
     routes = [
         Route("/", dashboard.overview, name="overview"),
@@ -343,7 +351,8 @@ def create_app(database: str | Store | Settings | None = None, *, token: str | N
     app = Starlette(
         routes=routes, lifespan=lifespan,
         middleware=[Middleware(Guard, token=token, username=username, password=password,
-                               trust_remote=trust_remote)],
+                               trust_remote=trust_remote, allowed_hosts=allowed_hosts,
+                               origin=origin)],
         exception_handlers={DatabaseUnavailableError: dashboard.database_error,
                             JobTableError: dashboard.jobtable_error})
     app.state.dashboard = dashboard
