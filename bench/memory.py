@@ -65,8 +65,8 @@ def main() -> None:
             samples: list[tuple[int, float]] = []
             began = time.monotonic()
             while True:
-                done = int(jt.store.read("SELECT COUNT(*) AS n FROM worker_jobs WHERE "
-                                         "type = 'noop' AND finished IS NOT NULL")[0]["n"])
+                counts = jt.counts_by_type().get("noop", {})
+                done = sum(counts.get(s, 0) for s in ("succeeded", "failed", "cancelled"))
                 samples.append((done, rss_mb(worker.pid)))
                 if done >= args.jobs:
                     break

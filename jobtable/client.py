@@ -5,19 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from jobtable import rules
 from jobtable.cron import parse_cron
-from jobtable.errors import InvalidJobError
+from jobtable.errors import (
+    ActionRefusedError,
+    ConfigError,
+    InvalidJobError,
+    JobNotFoundError,
+    MigrationError,
+)
 from jobtable.model import NewJob, WorkerJob, WorkerJobConfig
 from jobtable.registry import Registry, discover
+from jobtable.reports import RUNTIME_BUCKETS, Bucket, CronChain, Runtimes, Stats
 from jobtable.settings import Settings, load_settings
 from jobtable.store import Store, open_store
+from jobtable.store.base import STATUSES, WorkerInfo
 from jobtable.timeutil import utcnow
+
+PURGE_BATCH = 1000
+RETRY_BATCH = 200
 
 
 class JobTable:
@@ -41,8 +52,8 @@ class JobTable:
             self.registry: Registry = discover(None)
         else:
             self.registry = discover(jobs_path, self.settings.bindings)
-        self.store: Store = open_store(self.settings.database,
-                                       stale_limit=self.settings.stale_limit)
+        self._store: Store = open_store(self.settings.database,
+                                        stale_limit=self.settings.stale_limit)
         self._migrated = False
         self._migrate_lock = threading.Lock()
         self._wakeups: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
@@ -52,7 +63,7 @@ class JobTable:
     def migrate(self) -> list[str]:
         """Apply pending migrations; return their names."""
         with self._migrate_lock:
-            applied = self.store.migrate()
+            applied = self._store.migrate()
             self._migrated = True
             return applied
 
@@ -61,21 +72,30 @@ class JobTable:
             with self._migrate_lock:
                 if not self._migrated:
                     if self.settings.auto_migrate:
-                        self.store.migrate()
+                        self._store.migrate()
                     else:
-                        from jobtable.errors import MigrationError
-
-                        pending = self.store.pending_migrations()
+                        pending = self._store.pending_migrations()
                         if pending:
                             raise MigrationError(
                                 f"the database needs migrations {pending}; run "
                                 "'jobtable migrate'")
                     self._migrated = True
-        return self.store
+        return self._store
+
+    def ready(self) -> None:
+        """Open the database now and check its schema (migrating it when ``auto_migrate``
+        is on): fail early, with a clear error, if it cannot be used."""
+        self._ready()
+
+    @property
+    def store(self) -> Store:
+        """The underlying store. Internal: use ``JobTable``'s methods; kept for tests and
+        tools that drive the store directly."""
+        return self._store
 
     def close(self) -> None:
         """Close the database connections."""
-        self.store.close()
+        self._store.close()
 
     def __enter__(self) -> JobTable:
         return self
@@ -149,33 +169,243 @@ class JobTable:
         """``schedule_cron_job`` without blocking the event loop."""
         return await asyncio.to_thread(self.schedule_cron_job, config, cron, timezone)
 
-    # -- inspecting and managing ------------------------------------------------
+    # -- inspecting -------------------------------------------------------------
 
     def get_job(self, job_id: int) -> WorkerJob | None:
         """One row by id, or None."""
         return self._ready().get_job(job_id)
 
+    def require_job(self, job_id: int) -> WorkerJob:
+        """One row by id; ``JobNotFoundError`` when there is none."""
+        job = self.get_job(job_id)
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
+
+    def list_jobs(self, *, status: str | None = None, type: str | None = None,
+                  user_id: int | None = None, limit: int = 50,
+                  offset: int = 0) -> list[WorkerJob]:
+        """Jobs, newest first; ``status`` is pending, running, succeeded, failed or
+        cancelled (anything else is a ``ConfigError`` naming them)."""
+        return self._ready().list_jobs(status=status, type=type, user_id=user_id,
+                                       limit=limit, offset=offset)
+
+    def count_jobs(self, *, status: str | None = None, type: str | None = None,
+                   user_id: int | None = None) -> int:
+        """How many jobs match the filters of ``list_jobs``."""
+        return self._ready().count_jobs(status=status, type=type, user_id=user_id)
+
+    def counts_by_type(self) -> dict[str, dict[str, int]]:
+        """{type: {status: count}} over the whole table."""
+        return self._ready().counts()
+
+    def job_chain(self, job_id: int) -> list[WorkerJob]:
+        """The reschedule chain through ``job_id`` (retries, cron runs): ancestors, the
+        job, descendants; empty when there is no such job."""
+        return self._ready().chain(job_id)
+
+    def is_running(self, job: WorkerJob) -> bool:
+        """Whether a worker is running ``job`` right now (started, unfinished, not stale)."""
+        return rules.is_running(job, self._ready().stale_cutoff(utcnow()))
+
+    def job_types(self) -> list[str]:
+        """Every type that has rows in the table."""
+        return self._ready().job_types()
+
+    def cron_chains(self) -> list[CronChain]:
+        """Every live cron chain, by type and user: its next run and last outcome."""
+        store = self._ready()
+        return [CronChain(current=job, previous=None if job.rescheduled_from_job is None
+                          else store.get_job(job.rescheduled_from_job))
+                for job in store.cron_rows()]
+
+    def live_workers(self, within: timedelta | None = None) -> list[WorkerInfo]:
+        """Worker processes whose heartbeat is younger than ``within`` (by default the
+        ``rescue_after`` setting)."""
+        return self._ready().live_workers(within or self.settings.rescue_after)
+
+    def stats(self, live_within: timedelta | None = None, minutes: int = 60) -> Stats:
+        """Counts per status and type, queue lag, throughput per minute over the last
+        ``minutes`` and live workers."""
+        store = self._ready()
+        now = utcnow()
+        by_type = self.counts_by_type()
+        by_status = {s: 0 for s in STATUSES}
+        for counts in by_type.values():
+            for status, n in counts.items():
+                by_status[status] = by_status.get(status, 0) + n
+        workers = self.live_workers(live_within)
+        end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        start = end - timedelta(minutes=minutes)
+        per_minute = store.throughput(start, end)
+        buckets = []
+        for i in range(minutes):
+            edge = start + timedelta(minutes=i)
+            ok, failed = per_minute.get(edge, (0, 0))
+            buckets.append(Bucket(edge, ok, failed))
+        return Stats(now=now, by_status=by_status, by_type=by_type,
+                     oldest_pending_due=store.oldest_pending_due(now), throughput=buckets,
+                     workers=workers, slots=sum(w.concurrency for w in workers))
+
+    def oldest_pending_due(self) -> datetime | None:
+        """The ``due`` of the longest-waiting due pending job, if any."""
+        return self._ready().oldest_pending_due(utcnow())
+
+    def runtimes(self, window: timedelta,
+                 bounds: Sequence[float] = RUNTIME_BUCKETS) -> list[Runtimes]:
+        """Run-time histograms per type of the jobs that finished (not cancelled) within
+        ``window``, computed by the database from ``started`` and ``finished``."""
+        return [Runtimes(type=t, buckets=[(float(b), n) for b, n in zip(bounds, ns,
+                                                                         strict=True)],
+                         count=count, total_seconds=total)
+                for t, count, total, ns in self._ready().runtimes(utcnow() - window, bounds)]
+
+    def retries_by_type(self) -> dict[str, int]:
+        """Rows in the table that retry a failed row, per type."""
+        return self._ready().retries_by_type()
+
+    def rescued_by_type(self) -> dict[str, int]:
+        """Rows in the table claimed more than once (their worker died or they went
+        stale), per type."""
+        return self._ready().rescued_by_type()
+
+    # -- acting on jobs -----------------------------------------------------------
+
+    def cancel_job(self, job_id: int) -> WorkerJob:
+        """Cancel a pending job; returns the cancelled row.
+
+        ``JobNotFoundError`` when there is no such job; ``ActionRefusedError`` when it is
+        not pending (a running job cannot be stopped from outside: it finishes, or fails
+        at its timeout).
+        """
+        store = self._ready()
+        job = self.require_job(job_id)
+        refusal = rules.cancel_refusal(job, store.stale_cutoff(utcnow()))
+        if refusal is not None:
+            raise ActionRefusedError(refusal)
+        if not store.cancel_job(job_id, rules.CANCELLED_BY_USER):
+            latest = self.require_job(job_id)
+            raise ActionRefusedError(
+                f"job {job_id} is {latest.status.value} now, no longer pending; nothing "
+                "cancelled")
+        return self.require_job(job_id)
+
+    def retry_job(self, job_id: int) -> WorkerJob:
+        """Schedule a failed or cancelled job again, due now; returns the new row.
+
+        The new row copies type, user, data and settings and points back with
+        ``rescheduled_from_job``. It goes through the normal scheduling path, so a pending
+        job of the same type and user is cancelled first. A cron row's retry keeps its
+        schedule and so replaces the chain's next run.
+        """
+        job = self.require_job(job_id)
+        refusal = rules.retry_refusal(job)
+        if refusal is not None:
+            raise ActionRefusedError(refusal)
+        row = self._ready().schedule([rules.retry_row(job, utcnow())])[0]
+        self._wake()
+        return row
+
+    def retry_candidates(self, *, status: str, type: str | None = None,
+                         user_id: int | None = None, limit: int | None = None) -> list[int]:
+        """Ids of failed (or cancelled) jobs matching the filters that no row retries
+        yet, oldest first."""
+        return self._ready().retry_candidates(status=status, type=type, user_id=user_id,
+                                              limit=limit)
+
+    def retry_jobs(self, job_ids: Sequence[int],
+                   progress: Callable[[int], None] | None = None) -> list[WorkerJob]:
+        """Retry many jobs in batches; ``progress(n)`` is called after each batch.
+
+        Ids that are not failed or cancelled (or are gone) are skipped. As with any
+        scheduling, only the last retry of a (type, user_id) stays pending.
+        """
+        store = self._ready()
+        created: list[WorkerJob] = []
+        for start in range(0, len(job_ids), RETRY_BATCH):
+            chunk = list(job_ids[start:start + RETRY_BATCH])
+            rows = []
+            for job_id in chunk:
+                job = store.get_job(job_id)
+                if job is not None and rules.retry_refusal(job) is None:
+                    rows.append(rules.retry_row(job, utcnow()))
+            if rows:
+                created.extend(store.schedule(rows))
+            if progress is not None:
+                progress(len(chunk))
+        self._wake()
+        return created
+
+    def run_job_now(self, job_id: int) -> WorkerJob:
+        """Make a pending job due now (it runs at the next claim); returns the row."""
+        job = self.require_job(job_id)
+        refusal = rules.run_now_refusal(job)
+        if refusal is not None:
+            raise ActionRefusedError(refusal)
+        self._ready().make_due_now(job_id)
+        self._wake()
+        return self.require_job(job_id)
+
+    def count_purgeable_jobs(self, statuses: Sequence[str], older_than: timedelta) -> int:
+        """How many rows ``purge_jobs`` would delete now."""
+        return self._ready().count_purgeable(statuses, utcnow() - older_than)
+
+    def purge_jobs(self, statuses: Sequence[str], older_than: timedelta, *,
+                   batch: int = PURGE_BATCH,
+                   progress: Callable[[int], None] | None = None) -> int:
+        """Delete finished rows of ``statuses`` (succeeded, failed, cancelled) that
+        finished more than ``older_than`` ago.
+
+        Works in batches (each its own short transaction) and calls ``progress(n)`` after
+        each. Never deletes an unfinished row. Returns how many rows were deleted.
+        """
+        if older_than < timedelta(0):
+            raise ConfigError("--older-than must not be negative")
+        store = self._ready()
+        cutoff = utcnow() - older_than
+        total = 0
+        while True:
+            n = store.purge_batch(statuses, cutoff, batch)
+            total += n
+            if progress is not None and n:
+                progress(n)
+            if n < batch:
+                return total
+
+    # -- the same, without blocking an event loop ------------------------------------
+
     async def get_job_async(self, job_id: int) -> WorkerJob | None:
         """``get_job`` without blocking the event loop."""
         return await asyncio.to_thread(self.get_job, job_id)
-
-    def list_jobs(self, *, status: str | None = None, type: str | None = None,
-                  user_id: int | None = None, limit: int = 50) -> list[WorkerJob]:
-        """Jobs, newest first; ``status`` is pending, running, succeeded, failed or
-        cancelled."""
-        return self._ready().list_jobs(status=status, type=type, user_id=user_id, limit=limit)
 
     async def list_jobs_async(self, **filters: Any) -> list[WorkerJob]:
         """``list_jobs`` without blocking the event loop."""
         return await asyncio.to_thread(lambda: self.list_jobs(**filters))
 
-    def cancel_job(self, job_id: int) -> bool:
-        """Cancel a pending job; False when it is not pending."""
-        return self._ready().cancel_job(job_id)
+    async def count_jobs_async(self, **filters: Any) -> int:
+        """``count_jobs`` without blocking the event loop."""
+        return await asyncio.to_thread(lambda: self.count_jobs(**filters))
 
-    async def cancel_job_async(self, job_id: int) -> bool:
+    async def stats_async(self, live_within: timedelta | None = None,
+                          minutes: int = 60) -> Stats:
+        """``stats`` without blocking the event loop."""
+        return await asyncio.to_thread(self.stats, live_within, minutes)
+
+    async def cancel_job_async(self, job_id: int) -> WorkerJob:
         """``cancel_job`` without blocking the event loop."""
         return await asyncio.to_thread(self.cancel_job, job_id)
+
+    async def retry_job_async(self, job_id: int) -> WorkerJob:
+        """``retry_job`` without blocking the event loop."""
+        return await asyncio.to_thread(self.retry_job, job_id)
+
+    async def run_job_now_async(self, job_id: int) -> WorkerJob:
+        """``run_job_now`` without blocking the event loop."""
+        return await asyncio.to_thread(self.run_job_now, job_id)
+
+    async def purge_jobs_async(self, statuses: Sequence[str], older_than: timedelta) -> int:
+        """``purge_jobs`` without blocking the event loop."""
+        return await asyncio.to_thread(self.purge_jobs, statuses, older_than)
 
     # -- in-process wake-up -------------------------------------------------------
 

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jobtable import ops
-from jobtable.store import Store
+from jobtable.client import JobTable
+from jobtable.store.base import STATUSES
 from jobtable.timeutil import utcnow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -24,26 +24,26 @@ RUNTIME_WINDOW = timedelta(hours=1)
 
 
 class TableCollector(Collector):
-    """Collects jobtable's metrics from a ``Store`` at each scrape."""
+    """Collects jobtable's metrics through a ``JobTable`` at each scrape."""
 
-    def __init__(self, store: Callable[[], Store], live_within: timedelta,
+    def __init__(self, table: Callable[[], JobTable], live_within: timedelta,
                  runtime_window: timedelta = RUNTIME_WINDOW) -> None:
-        self._store = store
+        self._table = table
         self.live_within = live_within
         self.runtime_window = runtime_window
 
     def collect(self) -> Iterator[Metric]:
         """Query the table and yield every metric family."""
-        store = self._store()
+        table = self._table()
         jobs = GaugeMetricFamily("jobtable_jobs", "Rows of worker_jobs by type and status.",
                                  labels=["type", "status"])
-        for job_type, counts in sorted(store.counts().items()):
-            for status in ops.STATUSES:
+        for job_type, counts in sorted(table.counts_by_type().items()):
+            for status in STATUSES:
                 jobs.add_metric([job_type, status], counts.get(status, 0))
         yield jobs
 
         now = utcnow()
-        oldest = ops.oldest_pending_due(store, now)
+        oldest = table.oldest_pending_due()
         lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         yield GaugeMetricFamily(
             "jobtable_queue_lag_seconds",
@@ -55,7 +55,7 @@ class TableCollector(Collector):
             f"Run time (finished - started) of jobs finished in the last "
             f"{int(self.runtime_window.total_seconds())} s, by type.",
             labels=["type"])
-        for r in ops.runtimes(store, self.runtime_window):
+        for r in table.runtimes(self.runtime_window):
             buckets = [(_le(bound), float(n)) for bound, n in r.buckets]
             buckets.append(("+Inf", float(r.count)))
             runtime.add_metric([r.type], buckets, r.total_seconds)
@@ -64,7 +64,7 @@ class TableCollector(Collector):
         retries = GaugeMetricFamily(
             "jobtable_retries", "Rows in the table that retry a failed job, by type.",
             labels=["type"])
-        for job_type, n in sorted(ops.retries_by_type(store).items()):
+        for job_type, n in sorted(table.retries_by_type().items()):
             retries.add_metric([job_type], n)
         yield retries
 
@@ -72,11 +72,11 @@ class TableCollector(Collector):
             "jobtable_rescued_jobs",
             "Rows in the table claimed more than once (their worker died or they went "
             "stale), by type.", labels=["type"])
-        for job_type, n in sorted(ops.rescued_by_type(store).items()):
+        for job_type, n in sorted(table.rescued_by_type().items()):
             rescues.add_metric([job_type], n)
         yield rescues
 
-        workers = store.live_workers(self.live_within)
+        workers = table.live_workers(self.live_within)
         yield GaugeMetricFamily("jobtable_live_workers",
                                 "Worker processes with a recent heartbeat.", value=len(workers))
         yield GaugeMetricFamily("jobtable_worker_slots",
@@ -88,8 +88,8 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-def render(store: Store, live_within: timedelta) -> bytes:
-    """The metrics of ``store`` in Prometheus' text format."""
+def render(table: JobTable, live_within: timedelta) -> bytes:
+    """The metrics of ``table`` in Prometheus' text format."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TableCollector(lambda: store, live_within))
+    registry.register(TableCollector(lambda: table, live_within))
     return generate_latest(registry)

@@ -18,11 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from jobtable import ops
+from jobtable import display, rules
 from jobtable.cli import database_options, friendly_errors, setup_logging
+from jobtable.client import JobTable
+from jobtable.errors import ActionRefusedError
 from jobtable.model import WorkerJob
+from jobtable.reports import Stats
 from jobtable.settings import Settings, load_settings
-from jobtable.store import Store
+from jobtable.store.base import FINISHED_STATUSES, STATUSES
 from jobtable.timeutil import parse_duration
 
 STYLE = {"pending": "cyan", "running": "magenta", "succeeded": "green", "failed": "red",
@@ -42,12 +45,14 @@ def _settings(ctx: click.Context, database: str | None, jobs: str | None) -> Set
 
 
 @contextmanager
-def _store(settings: Settings) -> Iterator[Store]:
-    store = ops.open_ops_store(settings)
+def _table(settings: Settings) -> Iterator[JobTable]:
+    """A ``JobTable`` on the database of ``settings``, checked (or migrated) up front."""
+    table = JobTable(settings=settings)
     try:
-        yield store
+        table.ready()
+        yield table
     finally:
-        store.close()
+        table.close()
 
 
 def _status(status: str) -> Text:
@@ -55,7 +60,7 @@ def _status(status: str) -> Text:
 
 
 def _when(moment: Any) -> Text:
-    return Text(ops.ago(moment), style="dim" if moment is None else "")
+    return Text(display.ago(moment), style="dim" if moment is None else "")
 
 
 def jobs_table(rows: list[WorkerJob], title: str | None = None) -> Table:
@@ -70,18 +75,18 @@ def jobs_table(rows: list[WorkerJob], title: str | None = None) -> Table:
                      ("outcome", {"overflow": "ellipsis"})):
         table.add_column(name, **kw)
     for r in rows:
-        ran = ops.runtime(r)
+        ran = display.runtime(r)
         table.add_row(
             str(r.id), Text(r.type), str(r.user_id), _status(r.status.value), _when(r.due),
-            _when(r.finished), "" if ran is None else ops.human_duration(ran),
+            _when(r.finished), "" if ran is None else display.human_duration(ran),
             str(r.attempts), str(r.rescheduled_from_job or ""),
-            Text(ops.summary(r, 60), no_wrap=True, overflow="ellipsis"))
+            Text(display.summary(r, 60), no_wrap=True, overflow="ellipsis"))
     return table
 
 
 @click.group("jobs", invoke_without_command=True)
 @database_options
-@click.option("--status", type=click.Choice(ops.STATUSES), help="Only jobs with this status.")
+@click.option("--status", type=click.Choice(STATUSES), help="Only jobs with this status.")
 @click.option("--type", "job_type", metavar="TYPE", help="Only jobs of this type.")
 @click.option("--user-id", "-u", type=int, help="Only jobs of this user.")
 @click.option("--limit", "-n", type=click.IntRange(1, 100_000), default=50, show_default=True,
@@ -104,9 +109,9 @@ def jobs_command(ctx: click.Context, database: str | None, jobs: str | None,
     """
     if ctx.invoked_subcommand is not None:
         return
-    with _store(load_settings(database=database, jobs=jobs)) as store:
-        rows = store.list_jobs(status=status, type=job_type, user_id=user_id, limit=limit)
-        total = store.count_jobs(status=status, type=job_type, user_id=user_id)
+    with _table(load_settings(database=database, jobs=jobs)) as table:
+        rows = table.list_jobs(status=status, type=job_type, user_id=user_id, limit=limit)
+        total = table.count_jobs(status=status, type=job_type, user_id=user_id)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows]))
         return
@@ -129,9 +134,9 @@ def show(ctx: click.Context, job_id: int, database: str | None, jobs: str | None
          as_json: bool) -> None:
     """Every field of job JOB_ID, its data and result, the traceback of a failure, and
     the chain of rows linked by rescheduled_from_job, both ways."""
-    with _store(_settings(ctx, database, jobs)) as store:
-        job = ops.require_job(store, job_id)
-        chain = store.chain(job_id)
+    with _table(_settings(ctx, database, jobs)) as table:
+        job = table.require_job(job_id)
+        chain = table.job_chain(job_id)
     if as_json:
         click.echo(json.dumps({"job": job.to_dict(), "chain": [c.to_dict() for c in chain]}))
         return
@@ -150,11 +155,11 @@ def job_view(job: WorkerJob, chain: list[WorkerJob]) -> RenderableType:
         if name == "status":
             text = _status(str(value))
         elif name in ("due", "started", "finished", "remove_at") and value is not None:
-            text.append(f"  ({ops.ago(getattr(job, name))})", style="dim")
+            text.append(f"  ({display.ago(getattr(job, name))})", style="dim")
         fields.add_row(name, text)
-    ran = ops.runtime(job)
+    ran = display.runtime(job)
     if ran is not None:
-        fields.add_row("ran for", ops.human_duration(ran))
+        fields.add_row("ran for", display.human_duration(ran))
     parts: list[RenderableType] = [Panel(fields, title=f"job {job.id} · {job.type}",
                                          title_align="left", border_style=STYLE.get(
                                              job.status.value, ""))]
@@ -178,7 +183,7 @@ def job_view(job: WorkerJob, chain: list[WorkerJob]) -> RenderableType:
         for c in chain:
             table.add_row("→" if c.id == job.id else "", str(c.id), _status(c.status.value),
                           _when(c.due), _when(c.finished), str(c.attempts),
-                          Text(ops.summary(c, 60)))
+                          Text(display.summary(c, 60)))
         parts.append(table)
     else:
         parts.append(Text("no reschedule chain: no row retries this job or is retried by it",
@@ -194,8 +199,8 @@ def job_view(job: WorkerJob, chain: list[WorkerJob]) -> RenderableType:
 def cancel(ctx: click.Context, job_id: int, database: str | None, jobs: str | None) -> None:
     """Cancel pending job JOB_ID. A running job cannot be stopped: it finishes, or fails at
     its timeout."""
-    with _store(_settings(ctx, database, jobs)) as store:
-        job = ops.cancel(store, job_id)
+    with _table(_settings(ctx, database, jobs)) as table:
+        job = table.cancel_job(job_id)
     click.echo(f"cancelled job {job.id} ({job.type}, user {job.user_id})")
 
 
@@ -206,8 +211,8 @@ def cancel(ctx: click.Context, job_id: int, database: str | None, jobs: str | No
 @friendly_errors
 def run_now(ctx: click.Context, job_id: int, database: str | None, jobs: str | None) -> None:
     """Make pending job JOB_ID due now."""
-    with _store(_settings(ctx, database, jobs)) as store:
-        job = ops.run_now(store, job_id)
+    with _table(_settings(ctx, database, jobs)) as table:
+        job = table.run_job_now(job_id)
     click.echo(f"job {job.id} ({job.type}, user {job.user_id}) is due now")
 
 
@@ -244,30 +249,28 @@ def retry(ctx: click.Context, job_ids: tuple[int, ...], database: str | None,
         raise click.UsageError("give job ids, or --status failed|cancelled for a bulk retry")
     if (job_type is not None or user_id is not None or limit is not None) and not status:
         raise click.UsageError("--type, --user-id and --limit go with --status")
-    with _store(_settings(ctx, database, jobs)) as store:
+    with _table(_settings(ctx, database, jobs)) as table:
         if job_ids:
             for job_id in job_ids:  # check them all before changing anything
-                job = ops.require_job(store, job_id)
-                if job.status not in ops.RETRYABLE:
-                    raise ops.ActionRefusedError(
-                        f"job {job_id} is {job.status.value}; only failed or cancelled jobs "
-                        "can be retried (nothing was retried)")
+                refusal = rules.retry_refusal(table.require_job(job_id))
+                if refusal is not None:
+                    raise ActionRefusedError(f"{refusal} (nothing was retried)")
             ids = list(job_ids)
         else:
             assert status is not None
-            ids = ops.retry_candidates(store, status=status, type=job_type, user_id=user_id,
-                                       limit=limit)
+            ids = table.retry_candidates(status=status, type=job_type, user_id=user_id,
+                                         limit=limit)
             if not ids:
                 click.echo(f"no {status} jobs to retry")
                 return
             if not yes:
                 click.confirm(f"retry {len(ids)} {status} jobs?", abort=True, err=True)
         if len(ids) == 1:
-            created = [ops.retry(store, ids[0])]
+            created = [table.retry_job(ids[0])]
         else:
             with _progress("retrying") as bar:
                 task = bar.add_task("retrying", total=len(ids))
-                created = ops.retry_many(store, ids, lambda n: bar.advance(task, n))
+                created = table.retry_jobs(ids, lambda n: bar.advance(task, n))
     if as_json:
         click.echo(json.dumps([c.to_dict() for c in created]))
         return
@@ -281,7 +284,7 @@ def retry(ctx: click.Context, job_ids: tuple[int, ...], database: str | None,
 @jobs_command.command("purge")
 @database_options
 @click.option("--status", "statuses", multiple=True, required=True,
-              type=click.Choice(ops.FINISHED_STATUSES),
+              type=click.Choice(FINISHED_STATUSES),
               help="Purge finished jobs with this status (repeatable).")
 @click.option("--older-than", required=True, metavar="DURATION",
               help="Only jobs that finished longer ago than this: 30m, 12h, 7d.")
@@ -296,8 +299,8 @@ def purge(ctx: click.Context, database: str | None, jobs: str | None,
     """Delete finished jobs of a status that finished longer ago than --older-than, in
     batches. Pending and running jobs are never deleted."""
     age = parse_duration(older_than, "--older-than")
-    with _store(_settings(ctx, database, jobs)) as store:
-        count = ops.count_purgeable(store, statuses, age)
+    with _table(_settings(ctx, database, jobs)) as table:
+        count = table.count_purgeable_jobs(statuses, age)
         what = "/".join(statuses)
         if dry_run or count == 0:
             if as_json:
@@ -311,24 +314,25 @@ def purge(ctx: click.Context, database: str | None, jobs: str | None,
                           abort=True, err=True)
         with _progress("purging") as bar:
             task = bar.add_task("purging", total=count)
-            deleted = ops.purge(store, statuses, age, progress=lambda n: bar.advance(task, n))
+            deleted = table.purge_jobs(statuses, age,
+                                       progress=lambda n: bar.advance(task, n))
     if as_json:
         click.echo(json.dumps({"deleted": deleted}))
     else:
         click.echo(f"deleted {deleted} {what} jobs")
 
 
-def stats_view(s: ops.Stats) -> RenderableType:
+def stats_view(s: Stats) -> RenderableType:
     """The ``jobtable stats`` rendering."""
     head = Text()
-    for status in ops.STATUSES:
+    for status in STATUSES:
         head.append(f"{status} ", style="dim")
         head.append(f"{s.by_status.get(status, 0)}", style=f"bold {STYLE[status]}")
         head.append("   ")
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim", justify="right")
     facts.add_column()
-    lag = ops.human_duration(s.queue_lag) if s.oldest_pending_due else "none"
+    lag = display.human_duration(s.queue_lag) if s.oldest_pending_due else "none"
     facts.add_row("queue lag", Text(lag, style="yellow" if s.queue_lag.total_seconds() > 60
                                     else ""))
     facts.add_row("last hour", f"{s.finished_last_hour} finished, "
@@ -340,10 +344,10 @@ def stats_view(s: ops.Stats) -> RenderableType:
     facts.add_row("live workers", f"{len(s.workers)} ({s.slots} slots)")
     by_type = Table(title="by type", title_justify="left", header_style="bold dim")
     by_type.add_column("type")
-    for status in ops.STATUSES:
+    for status in STATUSES:
         by_type.add_column(status, justify="right", style=STYLE[status])
     for job_type, counts in sorted(s.by_type.items()):
-        by_type.add_row(Text(job_type), *(str(counts.get(st, 0) or "") for st in ops.STATUSES))
+        by_type.add_row(Text(job_type), *(str(counts.get(st, 0) or "") for st in STATUSES))
     parts: list[RenderableType] = [head, facts]
     if s.by_type:
         parts.append(by_type)
@@ -352,8 +356,8 @@ def stats_view(s: ops.Stats) -> RenderableType:
         for col in ("host", "pid", "slots", "up since", "seen"):
             workers.add_column(col)
         for w in s.workers:
-            workers.add_row(Text(w.host), str(w.pid), str(w.concurrency), ops.ago(w.started),
-                            ops.ago(w.last_seen))
+            workers.add_row(Text(w.host), str(w.pid), str(w.concurrency), display.ago(w.started),
+                            display.ago(w.last_seen))
         parts.append(workers)
     parts.append(Text(f"at {s.now.strftime('%Y-%m-%d %H:%M:%S')} UTC", style="dim"))
     return Group(*parts)
@@ -373,9 +377,9 @@ def stats_command(database: str | None, jobs: str | None, watch: bool, interval:
     settings = load_settings(database=database, jobs=jobs)
     if watch and as_json:
         raise click.UsageError("--watch shows a live view; drop --json")
-    with _store(settings) as store:
+    with _table(settings) as table:
         if not watch:
-            snapshot = ops.stats(store, settings.rescue_after)
+            snapshot = table.stats(settings.rescue_after)
             if as_json:
                 click.echo(json.dumps(snapshot.to_dict()))
             else:
@@ -386,17 +390,17 @@ def stats_command(database: str | None, jobs: str | None, watch: bool, interval:
             if not console.is_terminal:
                 # Not a terminal (a pipe, a log): append each snapshot instead.
                 while True:
-                    console.print(stats_view(ops.stats(store, settings.rescue_after)))
+                    console.print(stats_view(table.stats(settings.rescue_after)))
                     console.print()
                     console.file.flush()
                     time.sleep(interval)
             from rich.live import Live
 
-            with Live(stats_view(ops.stats(store, settings.rescue_after)), console=console,
+            with Live(stats_view(table.stats(settings.rescue_after)), console=console,
                       auto_refresh=False, screen=False) as live:
                 while True:
                     time.sleep(interval)
-                    live.update(stats_view(ops.stats(store, settings.rescue_after)),
+                    live.update(stats_view(table.stats(settings.rescue_after)),
                                 refresh=True)
         except KeyboardInterrupt:
             pass
@@ -448,7 +452,8 @@ def dashboard_command(database: str | None, jobs: str | None, host: str, port: i
             "the default --host 127.0.0.1")
     setup_logging(log_level or "WARNING")
     settings = load_settings(database=database, jobs=jobs)
-    ops.open_ops_store(settings).close()  # fail now, clearly, if the database is unreachable
+    with _table(settings):  # fail now, clearly, if the database is unreachable
+        pass
     app = create_app(settings, token=token, username=user, password=password,
                      allowed_hosts=allowed_hosts or None, origin=origin)
     shown = f"[{host}]" if ":" in host else host

@@ -315,7 +315,7 @@ def test_async_methods_work_from_a_running_loop(db_url: str, jobs: Path) -> None
             assert got is not None and got.id == one.id
             assert sorted(j.id for j in listed) == sorted(j.id for j in many)
             assert cron.cron_schedule == "0 0 * * *" and cron.cron_timezone == "Europe/Paris"
-            assert cancelled is True
+            assert cancelled.id == one.id and cancelled.status is JobStatus.CANCELLED
             assert after is not None and after.status is JobStatus.CANCELLED
             assert ticks > 0  # the loop kept running while the calls waited
 

@@ -25,7 +25,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from jobtable import metrics, ops
+from jobtable import display, metrics, rules
+from jobtable.client import JobTable
 from jobtable.dashboard.security import (
     CSRF_FIELD,
     SECURITY_HEADERS,
@@ -36,10 +37,18 @@ from jobtable.dashboard.security import (
     parse_origins,
     set_csrf_cookie,
 )
-from jobtable.errors import ConfigError, DatabaseUnavailableError, JobTableError
+from jobtable.errors import (
+    ActionRefusedError,
+    ConfigError,
+    DatabaseUnavailableError,
+    JobNotFoundError,
+    JobTableError,
+)
 from jobtable.model import JobStatus, WorkerJob
+from jobtable.reports import Bucket
 from jobtable.settings import Settings, load_settings
 from jobtable.store import Store
+from jobtable.store.base import STATUSES, check_status
 from jobtable.timeutil import utcnow
 
 HERE = Path(__file__).parent
@@ -63,12 +72,12 @@ def _environment() -> jinja2.Environment:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True)
     env.filters["pretty"] = _pretty
-    env.filters["duration"] = ops.human_duration
+    env.filters["duration"] = display.human_duration
     env.filters["iso"] = lambda d: "" if d is None else d.isoformat(timespec="seconds")
-    env.globals["ago"] = ops.ago
-    env.globals["summary"] = ops.summary
-    env.globals["runtime"] = ops.runtime
-    env.globals["statuses"] = ops.STATUSES
+    env.globals["ago"] = display.ago
+    env.globals["summary"] = display.summary
+    env.globals["runtime"] = display.runtime
+    env.globals["statuses"] = STATUSES
     return env
 
 
@@ -88,7 +97,7 @@ class Bar:
 CHART_W, CHART_H = 600.0, 120.0
 
 
-def chart(buckets: list[ops.Bucket]) -> tuple[list[Bar], int]:
+def chart(buckets: list[Bucket]) -> tuple[list[Bar], int]:
     """Bars for a stacked succeeded/failed chart, and the tallest bar's total."""
     peak = max((b.total for b in buckets), default=0)
     scale = CHART_H / peak if peak else 0.0
@@ -109,14 +118,16 @@ def chart(buckets: list[ops.Bucket]) -> tuple[list[Bar], int]:
 class Dashboard:
     """The dashboard's state: where its store comes from, and its templates."""
 
-    def __init__(self, source: str | Store | Settings | None, *,
+    def __init__(self, source: str | JobTable | Store | Settings | None, *,
                  live_within: timedelta | None = None, refresh_seconds: float = 3.0) -> None:
         self._lock = threading.Lock()
-        self._owned = not isinstance(source, Store)
-        self._store: Store | None = source if isinstance(source, Store) else None
-        if isinstance(source, Settings):
+        self._owned = not isinstance(source, JobTable)
+        self._table: JobTable | None = source if isinstance(source, JobTable) else None
+        if isinstance(source, JobTable):
+            self.settings = source.settings
+        elif isinstance(source, Settings):
             self.settings = source
-        elif isinstance(source, Store):
+        elif isinstance(source, Store):  # deprecated: opens its own connections to that URL
             self.settings = Settings(database=source.url, stale_limit=source.stale_limit)
         else:
             self.settings = load_settings(database=source)
@@ -124,25 +135,31 @@ class Dashboard:
         self.refresh_ms = int(refresh_seconds * 1000)
         self.templates = Jinja2Templates(env=_environment())
 
-    def store(self) -> Store:
-        """The store, opened (and migrated) on first use."""
-        if self._store is None:
+    def table(self) -> JobTable:
+        """The ``JobTable``, opened (and its database checked) on first use."""
+        if self._table is None:
             with self._lock:
-                if self._store is None:
-                    self._store = ops.open_ops_store(self.settings)
-        return self._store
+                if self._table is None:
+                    table = JobTable(settings=self.settings)
+                    try:
+                        table.ready()
+                    except BaseException:
+                        table.close()
+                        raise
+                    self._table = table
+        return self._table
 
     def close(self) -> None:
-        """Close the store if the dashboard opened it."""
+        """Close the ``JobTable`` if the dashboard opened it."""
         with self._lock:
-            if self._owned and self._store is not None:
-                self._store.close()
-                self._store = None
+            if self._owned and self._table is not None:
+                self._table.close()
+                self._table = None
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(store, ...)`` off the event loop."""
+        """Run ``fn(table, ...)`` off the event loop."""
         def call() -> T:
-            return fn(self.store(), *args, **kwargs)
+            return fn(self.table(), *args, **kwargs)
 
         return await run_in_threadpool(call)
 
@@ -177,7 +194,7 @@ class Dashboard:
         return self.render(request, "_overview.html", await self._overview_context())
 
     async def _overview_context(self) -> dict[str, Any]:
-        stats = await self.db(ops.stats, self.live_within)
+        stats = await self.db(JobTable.stats, self.live_within)
         bars, peak = chart(stats.throughput)
         return {"stats": stats, "bars": bars, "peak": peak, "chart_w": CHART_W,
                 "chart_h": CHART_H, "page": "overview"}
@@ -188,7 +205,7 @@ class Dashboard:
         filters = {"status": q.get("status", ""), "type": q.get("type", "").strip(),
                    "user_id": q.get("user_id", "").strip()}
         try:
-            status = ops.check_status(filters["status"])
+            status = check_status(filters["status"])
             user_id = _int(filters["user_id"], "user id") if filters["user_id"] else None
             page = _int(q.get("page") or "1", "page")
             if page < 1:
@@ -199,11 +216,11 @@ class Dashboard:
                 "pageno": 1, "pages": 1, "problem": str(exc)}, 400)
         job_type = filters["type"] or None
 
-        def load(store: Store) -> tuple[list[WorkerJob], int, list[str]]:
-            rows = store.list_jobs(status=status, type=job_type, user_id=user_id,
+        def load(table: JobTable) -> tuple[list[WorkerJob], int, list[str]]:
+            rows = table.list_jobs(status=status, type=job_type, user_id=user_id,
                                    limit=PER_PAGE, offset=(page - 1) * PER_PAGE)
-            total = store.count_jobs(status=status, type=job_type, user_id=user_id)
-            return rows, total, ops.job_types(store)
+            total = table.count_jobs(status=status, type=job_type, user_id=user_id)
+            return rows, total, table.job_types()
 
         rows, total, types = await self.db(load)
         pages = max(1, -(-total // PER_PAGE))
@@ -219,11 +236,11 @@ class Dashboard:
 
     async def _job_page(self, request: Request, job_id: int, problem: str | None = None,
                         status: int = 200) -> Response:
-        def load(store: Store) -> tuple[WorkerJob | None, list[WorkerJob], bool]:
-            job = store.get_job(job_id)
+        def load(table: JobTable) -> tuple[WorkerJob | None, list[WorkerJob], bool]:
+            job = table.get_job(job_id)
             if job is None:
                 return None, [], False
-            return job, store.chain(job_id), ops.is_running(store, job)
+            return job, table.job_chain(job_id), table.is_running(job)
 
         job, chain, running = await self.db(load)
         if job is None:
@@ -242,12 +259,12 @@ class Dashboard:
             "problem": problem,
             # A row started so long ago that it counts as pending again can be cancelled.
             "can_cancel": job.finished is None and not running,
-            "can_retry": job.status in ops.RETRYABLE,
+            "can_retry": rules.retry_refusal(job) is None,
             "can_run_now": job.status == JobStatus.PENDING and job.due > utcnow()}, status)
 
     async def cron(self, request: Request) -> Response:
         """Cron chains: schedule, next run, last outcome."""
-        chains = await self.db(ops.cron_chains)
+        chains = await self.db(JobTable.cron_chains)
         flash = FLASH.get(request.query_params.get("flash", ""))
         return self.render(request, "cron.html",
                            {"page": "cron", "chains": chains, "flash": flash})
@@ -266,18 +283,19 @@ class Dashboard:
             return self.error(request, 403, "Action refused", f"Nothing was done: {problem}.")
         back = "cron" if form.get("back") == "cron" else "job"
         if form.get("confirm") != "yes":
-            job = await self.db(lambda s: s.get_job(job_id))
+            job = await self.db(JobTable.get_job, job_id)
             if job is None:
                 return self.error(request, 404, "No such job",
                                   f"There is no job with id {job_id}.")
             return self.render(request, "confirm.html",
                                {"page": "jobs", "job": job, "action": action, "back": back})
-        operation = {"cancel": ops.cancel, "retry": ops.retry, "run-now": ops.run_now}[action]
+        operation = {"cancel": JobTable.cancel_job, "retry": JobTable.retry_job,
+                     "run-now": JobTable.run_job_now}[action]
         try:
             row = await self.db(operation, job_id)
-        except ops.JobNotFoundError:
+        except JobNotFoundError:
             return self.error(request, 404, "No such job", f"There is no job with id {job_id}.")
-        except ops.ActionRefusedError as exc:
+        except ActionRefusedError as exc:
             return await self._job_page(request, job_id, problem=str(exc), status=409)
         base = str(request.scope.get("root_path") or "")
         flash = {"cancel": "cancelled", "retry": "retried", "run-now": "run-now"}[action]
@@ -312,15 +330,17 @@ def _query(filters: dict[str, str]) -> str:
     return urlencode({k: v for k, v in filters.items() if v})
 
 
-def create_app(database: str | Store | Settings | None = None, *, token: str | None = None,
+def create_app(database: str | JobTable | Store | Settings | None = None, *,
+               token: str | None = None,
                username: str | None = None, password: str | None = None,
                trust_remote: bool = False, live_within: timedelta | None = None,
                refresh_seconds: float = 3.0, allowed_hosts: str | Sequence[str] | None = None,
                origin: str | Sequence[str] | None = None) -> Starlette:
     """The dashboard as an ASGI app.
 
-    ``database`` is a URL, a ``Store`` (kept open; yours to close) or ``Settings``;
-    by default the usual settings resolution. Serve it with any ASGI server, or mount
+    ``database`` is a URL, a ``JobTable`` (kept open; yours to close) or ``Settings``;
+    by default the usual settings resolution. (A ``Store`` is still accepted for its URL
+    and settings, deprecated.) Serve it with any ASGI server, or mount
     it in your own Starlette/FastAPI app: ``app.mount("/jobs", create_app(url))``.
 
     Without ``token`` or ``username``/``password`` it answers loopback clients only;

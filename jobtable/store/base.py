@@ -19,10 +19,33 @@ from typing import Any, ClassVar, Protocol
 
 from jobtable import rules
 from jobtable.errors import ConfigError
-from jobtable.model import CANCELLED_MESSAGE, NewJob, Outcome, WorkerJob
+from jobtable.model import CANCELLED_MESSAGE, JobStatus, NewJob, Outcome, WorkerJob
 from jobtable.timeutil import utcnow
 
 Row = dict[str, Any]
+
+STATUSES = tuple(s.value for s in JobStatus)
+FINISHED_STATUSES = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value,
+                     JobStatus.CANCELLED.value)
+RUNTIME_BOUNDS = 14  # the :b0..:b13 parameters of the ``runtimes`` query
+_NO_LIMIT = 2**62
+
+
+def check_status(status: str | None, allowed: Sequence[str] = STATUSES) -> str | None:
+    """``status`` if it is one of ``allowed`` (or None); a ``ConfigError`` naming them if not."""
+    if status is None or status == "":
+        return None
+    if status not in allowed:
+        raise ConfigError(f"unknown status {status!r}; use one of {', '.join(allowed)}")
+    return status
+
+
+def _purge_flags(statuses: Sequence[str]) -> dict[str, bool]:
+    if not statuses:
+        raise ConfigError(f"purge needs at least one status: {', '.join(FINISHED_STATUSES)}")
+    for status in statuses:
+        check_status(status, FINISHED_STATUSES)
+    return {s: s in statuses for s in FINISHED_STATUSES}
 
 DEFAULT_STALE_LIMIT = timedelta(hours=1)
 DEFAULT_MAX_ATTEMPTS = rules.DEFAULT_MAX_ATTEMPTS
@@ -38,6 +61,20 @@ def load_queries(*names: str) -> dict[str, str]:
             header, _, body = block.partition("\n")
             queries[header.strip()] = body.strip()
     return queries
+
+
+class UnknownQueryError(KeyError):
+    """A query name that no .sql file of the dialect defines (a bug in jobtable)."""
+
+
+def query(queries: dict[str, str], name: str, dialect: str) -> str:
+    """The SQL of the named query; the store runs nothing else."""
+    try:
+        return queries[name]
+    except KeyError:
+        raise UnknownQueryError(
+            f"no query named {name!r} in the {dialect} store; the store runs only the named "
+            f"queries of its .sql files ({len(queries)} known)") from None
 
 
 def pair_key(job_type: str, user_id: int) -> int:
@@ -94,7 +131,7 @@ class Store(ABC):
 
     @abstractmethod
     def read(self, sql: str, **params: Any) -> list[Row]:
-        """Run a read-only query (a name or raw SQL) outside any write transaction."""
+        """Run a named query outside any write transaction."""
 
     @abstractmethod
     def migrate(self) -> list[str]:
@@ -384,21 +421,15 @@ class Store(ABC):
                   user_id: int | None = None, limit: int = 50, offset: int = 0,
                   before_id: int | None = None) -> list[WorkerJob]:
         """Jobs, newest first, filtered by status, type and user."""
-        where, params = self.job_filter(status=status, type=type, user_id=user_id)
-        if before_id is not None:
-            where.append("id < :before_id")
-            params["before_id"] = before_id
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
-        sql = f"SELECT * FROM worker_jobs {clause} ORDER BY id DESC LIMIT :limit OFFSET :offset"
-        rows = self.read(sql, limit=limit, offset=offset, **params)
+        rows = self.read("list_jobs", status=check_status(status), type=type,
+                         user_id=user_id, before_id=before_id, limit=limit, offset=offset)
         return [self.to_job(r) for r in rows]
 
     def count_jobs(self, *, status: str | None = None, type: str | None = None,
                    user_id: int | None = None) -> int:
         """How many jobs match the filters of ``list_jobs``."""
-        where, params = self.job_filter(status=status, type=type, user_id=user_id)
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
-        rows = self.read(f"SELECT COUNT(*) AS n FROM worker_jobs {clause}", **params)
+        rows = self.read("count_jobs", status=check_status(status), type=type,
+                         user_id=user_id)
         return int(rows[0]["n"])
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -408,31 +439,73 @@ class Store(ABC):
             out.setdefault(r["type"], {})[r["status"]] = int(r["n"])
         return out
 
-    STATUS_SQL: ClassVar[dict[str, str]] = {
-        "pending": "finished IS NULL AND started IS NULL",
-        "running": "finished IS NULL AND started IS NOT NULL",
-        "succeeded": "finished IS NOT NULL AND success = TRUE",
-        "failed": "finished IS NOT NULL AND success = FALSE AND cancelled = FALSE",
-        "cancelled": "finished IS NOT NULL AND cancelled = TRUE",
-    }
+    def retry_candidates(self, *, status: str, type: str | None = None,
+                         user_id: int | None = None, limit: int | None = None) -> list[int]:
+        """Ids of failed (or cancelled) jobs matching the filters that no row retries yet,
+        oldest first."""
+        check_status(status, [s.value for s in rules.RETRYABLE])
+        rows = self.read("retry_candidates", status=status, type=type, user_id=user_id,
+                         limit=_NO_LIMIT if limit is None else limit)
+        return [int(r["id"]) for r in rows]
 
-    def job_filter(self, *, status: str | None = None, type: str | None = None,
-                   user_id: int | None = None) -> tuple[list[str], dict[str, Any]]:
-        """WHERE conditions and their parameters for the usual filters of job lists."""
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        if status is not None:
-            if status not in self.STATUS_SQL:
-                raise ConfigError(
-                    f"unknown status {status!r}; use one of {', '.join(self.STATUS_SQL)}")
-            where.append(self.STATUS_SQL[status])
-        if type is not None:
-            where.append("type = :type")
-            params["type"] = type
-        if user_id is not None:
-            where.append("user_id = :user_id")
-            params["user_id"] = user_id
-        return where, params
+    def make_due_now(self, job_id: int) -> None:
+        """Make a pending, not yet due row due now."""
+        with self.statement() as tx:
+            tx.q("make_due_now", id=job_id, now=self._t(utcnow()))
+
+    def count_purgeable(self, statuses: Sequence[str], cutoff: datetime) -> int:
+        """How many finished rows of ``statuses`` finished before ``cutoff``."""
+        rows = self.read("count_purgeable", cutoff=self._t(cutoff),
+                         **_purge_flags(statuses))
+        return int(rows[0]["n"])
+
+    def purge_batch(self, statuses: Sequence[str], cutoff: datetime, batch: int) -> int:
+        """Delete one batch of finished rows of ``statuses`` finished before ``cutoff``;
+        return how many. Unfinished rows are never deleted."""
+        with self.transaction() as tx:
+            return len(tx.q("purge_batch", cutoff=self._t(cutoff), batch=batch,
+                            **_purge_flags(statuses)))
+
+    def throughput(self, since: datetime, until: datetime) -> dict[datetime, tuple[int, int]]:
+        """{minute: (succeeded, failed)} of jobs finished in [since, until)."""
+        out = {}
+        for r in self.read("throughput", since=self._t(since), until=self._t(until)):
+            out[self._minute(r["minute"])] = (int(r["succeeded"] or 0), int(r["failed"] or 0))
+        return out
+
+    def oldest_pending_due(self, now: datetime) -> datetime | None:
+        """The ``due`` of the longest-waiting due pending job, if any."""
+        rows = self.read("oldest_pending_due", now=self._t(now))
+        value = rows[0]["due"] if rows else None
+        return None if value is None else self._time(value)
+
+    def runtimes(self, since: datetime,
+                 bounds: Sequence[float]) -> list[tuple[str, int, float, list[int]]]:
+        """Per type of the jobs finished (not cancelled) since ``since``: (type, count,
+        total seconds, cumulative counts at most each of the ``bounds``)."""
+        if len(bounds) != RUNTIME_BOUNDS:
+            raise ConfigError(f"run-time histograms have {RUNTIME_BOUNDS} buckets, "
+                              f"got {len(bounds)}")
+        params = {f"b{i}": float(b) for i, b in enumerate(bounds)}
+        return [(str(r["type"]), int(r["n"]), float(r["total"] or 0.0),
+                 [int(r[f"b{i}"] or 0) for i in range(len(bounds))])
+                for r in self.read("runtimes", since=self._t(since), **params)]
+
+    def retries_by_type(self) -> dict[str, int]:
+        """Rows in the table that retry a failed row, per type."""
+        return {r["type"]: int(r["n"]) for r in self.read("retries_by_type")}
+
+    def rescued_by_type(self) -> dict[str, int]:
+        """Rows in the table claimed more than once, per type."""
+        return {r["type"]: int(r["n"]) for r in self.read("rescued_by_type")}
+
+    def job_types(self) -> list[str]:
+        """Every type that has rows in the table."""
+        return [str(r["type"]) for r in self.read("job_types")]
+
+    def cron_rows(self) -> list[WorkerJob]:
+        """The unfinished row of every cron chain, by type and user."""
+        return [self.to_job(r) for r in self.read("cron_rows")]
 
     # -- value conversion (overridden per dialect) ---------------------------
 
@@ -445,6 +518,9 @@ class Store(ABC):
 
     def _json(self, value: Any) -> Any:
         return json.dumps(value)
+
+    def _minute(self, value: Any) -> datetime:
+        return self._time(value)
 
     def cancel_result(self) -> Any:
         """The ``result`` of a job cancelled by a newer one."""

@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from jobtable import rules
 from jobtable.errors import DatabaseUnavailableError, MigrationError
 from jobtable.model import NewJob, Outcome, WorkerJob
-from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries, pair_key
+from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries, pair_key, query
 from jobtable.timeutil import utcnow
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -50,7 +50,7 @@ class _PgTx:
         self.conn = conn
 
     def q(self, name: str, **params: Any) -> list[Row]:
-        sql = _QUERIES.get(name) or _psycopg_sql(name)
+        sql = query(_QUERIES, name, "postgres")
         cur = self.conn.execute(sql, params, prepare=True)
         if cur.description is None:
             return []

@@ -72,9 +72,87 @@ ORDER BY 1, 2
 SELECT MIN(due) AS due FROM worker_jobs
 WHERE finished IS NULL AND started IS NULL AND due <= :now
 
--- name: finished_since
-SELECT COUNT(*) AS n FROM worker_jobs WHERE finished >= :since AND cancelled = FALSE
-
 -- name: claimed_by_worker
 SELECT id, attempts FROM worker_jobs
 WHERE claimed_by = :worker AND finished IS NULL AND started IS NOT NULL
+
+-- name: list_jobs
+-- Optional filters are NULL when not given; :status is one of the five statuses.
+SELECT * FROM worker_jobs
+WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)
+  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+  AND (CAST(:before_id AS BIGINT) IS NULL OR id < :before_id)
+  AND (CAST(:status AS TEXT) IS NULL
+       OR (:status = 'pending' AND finished IS NULL AND started IS NULL)
+       OR (:status = 'running' AND finished IS NULL AND started IS NOT NULL)
+       OR (:status = 'succeeded' AND finished IS NOT NULL AND success = TRUE)
+       OR (:status = 'failed' AND finished IS NOT NULL AND success = FALSE
+           AND cancelled = FALSE)
+       OR (:status = 'cancelled' AND finished IS NOT NULL AND cancelled = TRUE))
+ORDER BY id DESC
+LIMIT :limit OFFSET :offset
+
+-- name: count_jobs
+SELECT COUNT(*) AS n FROM worker_jobs
+WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)
+  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+  AND (CAST(:status AS TEXT) IS NULL
+       OR (:status = 'pending' AND finished IS NULL AND started IS NULL)
+       OR (:status = 'running' AND finished IS NULL AND started IS NOT NULL)
+       OR (:status = 'succeeded' AND finished IS NOT NULL AND success = TRUE)
+       OR (:status = 'failed' AND finished IS NOT NULL AND success = FALSE
+           AND cancelled = FALSE)
+       OR (:status = 'cancelled' AND finished IS NOT NULL AND cancelled = TRUE))
+
+-- name: retry_candidates
+-- Failed (or cancelled) rows that no row retries yet, oldest first.
+SELECT id FROM worker_jobs
+WHERE finished IS NOT NULL
+  AND ((:status = 'failed' AND success = FALSE AND cancelled = FALSE)
+       OR (:status = 'cancelled' AND cancelled = TRUE))
+  AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+  AND NOT EXISTS (SELECT 1 FROM worker_jobs AS c WHERE c.rescheduled_from_job = worker_jobs.id)
+ORDER BY id
+LIMIT :limit
+
+-- name: make_due_now
+UPDATE worker_jobs SET due = :now, updated_at = :now
+WHERE id = :id AND finished IS NULL AND started IS NULL AND due > :now
+
+-- name: count_purgeable
+-- Finished rows of the chosen statuses (flags) that finished before :cutoff. The
+-- explicit ``finished IS NOT NULL`` is the guard: unfinished rows are never purged.
+SELECT COUNT(*) AS n FROM worker_jobs
+WHERE finished IS NOT NULL AND finished < :cutoff
+  AND ((:succeeded AND success = TRUE)
+       OR (:failed AND success = FALSE AND cancelled = FALSE)
+       OR (:cancelled AND cancelled = TRUE))
+
+-- name: purge_batch
+DELETE FROM worker_jobs WHERE id IN (
+    SELECT id FROM worker_jobs
+    WHERE finished IS NOT NULL AND finished < :cutoff
+      AND ((:succeeded AND success = TRUE)
+           OR (:failed AND success = FALSE AND cancelled = FALSE)
+           OR (:cancelled AND cancelled = TRUE))
+    ORDER BY id
+    LIMIT :batch)
+RETURNING id
+
+-- name: cron_rows
+SELECT * FROM worker_jobs
+WHERE cron_schedule IS NOT NULL AND finished IS NULL
+ORDER BY type, user_id, id
+
+-- name: retries_by_type
+SELECT c.type AS type, COUNT(*) AS n FROM worker_jobs AS c
+JOIN worker_jobs AS p ON c.rescheduled_from_job = p.id
+WHERE p.success = FALSE AND p.cancelled = FALSE
+GROUP BY c.type
+
+-- name: rescued_by_type
+SELECT type, COUNT(*) AS n FROM worker_jobs WHERE attempts > 1 GROUP BY type
+
+-- name: job_types
+SELECT DISTINCT type FROM worker_jobs ORDER BY type

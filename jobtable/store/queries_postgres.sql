@@ -81,3 +81,35 @@ SELECT * FROM jobtable_schedule(
     :now, :stale, :cancel_result, :keys, :pair_types, :pair_users, :types, :user_ids, :datas,
     :dues, :cron_schedules, :cron_timezones, :auto_reschedules, :retry_delays,
     :remove_delays, :rescheduled_froms, :declareds, :cancelleds, :payload)
+
+-- name: throughput
+-- Succeeded and failed jobs per minute (cancellations not counted).
+SELECT date_trunc('minute', finished) AS minute,
+       SUM(CASE WHEN success = TRUE THEN 1 ELSE 0 END) AS succeeded,
+       SUM(CASE WHEN success = FALSE THEN 1 ELSE 0 END) AS failed
+FROM worker_jobs
+WHERE finished >= :since AND finished < :until AND cancelled = FALSE
+GROUP BY 1
+
+-- name: runtimes
+-- Run-time histogram per type; :b0..:b13 are the bucket upper bounds (seconds).
+SELECT type, COUNT(*) AS n, SUM(d) AS total,
+       SUM(CASE WHEN d <= :b0 THEN 1 ELSE 0 END) AS b0,
+       SUM(CASE WHEN d <= :b1 THEN 1 ELSE 0 END) AS b1,
+       SUM(CASE WHEN d <= :b2 THEN 1 ELSE 0 END) AS b2,
+       SUM(CASE WHEN d <= :b3 THEN 1 ELSE 0 END) AS b3,
+       SUM(CASE WHEN d <= :b4 THEN 1 ELSE 0 END) AS b4,
+       SUM(CASE WHEN d <= :b5 THEN 1 ELSE 0 END) AS b5,
+       SUM(CASE WHEN d <= :b6 THEN 1 ELSE 0 END) AS b6,
+       SUM(CASE WHEN d <= :b7 THEN 1 ELSE 0 END) AS b7,
+       SUM(CASE WHEN d <= :b8 THEN 1 ELSE 0 END) AS b8,
+       SUM(CASE WHEN d <= :b9 THEN 1 ELSE 0 END) AS b9,
+       SUM(CASE WHEN d <= :b10 THEN 1 ELSE 0 END) AS b10,
+       SUM(CASE WHEN d <= :b11 THEN 1 ELSE 0 END) AS b11,
+       SUM(CASE WHEN d <= :b12 THEN 1 ELSE 0 END) AS b12,
+       SUM(CASE WHEN d <= :b13 THEN 1 ELSE 0 END) AS b13
+FROM (SELECT type, EXTRACT(EPOCH FROM (finished - started)) AS d
+      FROM worker_jobs
+      WHERE finished >= :since AND started IS NOT NULL AND cancelled = FALSE) AS r
+GROUP BY type
+ORDER BY type

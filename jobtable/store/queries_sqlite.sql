@@ -45,3 +45,35 @@ DELETE FROM worker_jobs WHERE id IN (
       AND ((success = TRUE AND remove_at <= :now)
            OR (success = FALSE AND finished < :failed_before))
     LIMIT :batch)
+
+-- name: throughput
+-- Succeeded and failed jobs per minute (cancellations not counted).
+SELECT substr(finished, 1, 16) AS minute,
+       SUM(CASE WHEN success = TRUE THEN 1 ELSE 0 END) AS succeeded,
+       SUM(CASE WHEN success = FALSE THEN 1 ELSE 0 END) AS failed
+FROM worker_jobs
+WHERE finished >= :since AND finished < :until AND cancelled = FALSE
+GROUP BY 1
+
+-- name: runtimes
+-- Run-time histogram per type; :b0..:b13 are the bucket upper bounds (seconds).
+SELECT type, COUNT(*) AS n, SUM(d) AS total,
+       SUM(CASE WHEN d <= :b0 THEN 1 ELSE 0 END) AS b0,
+       SUM(CASE WHEN d <= :b1 THEN 1 ELSE 0 END) AS b1,
+       SUM(CASE WHEN d <= :b2 THEN 1 ELSE 0 END) AS b2,
+       SUM(CASE WHEN d <= :b3 THEN 1 ELSE 0 END) AS b3,
+       SUM(CASE WHEN d <= :b4 THEN 1 ELSE 0 END) AS b4,
+       SUM(CASE WHEN d <= :b5 THEN 1 ELSE 0 END) AS b5,
+       SUM(CASE WHEN d <= :b6 THEN 1 ELSE 0 END) AS b6,
+       SUM(CASE WHEN d <= :b7 THEN 1 ELSE 0 END) AS b7,
+       SUM(CASE WHEN d <= :b8 THEN 1 ELSE 0 END) AS b8,
+       SUM(CASE WHEN d <= :b9 THEN 1 ELSE 0 END) AS b9,
+       SUM(CASE WHEN d <= :b10 THEN 1 ELSE 0 END) AS b10,
+       SUM(CASE WHEN d <= :b11 THEN 1 ELSE 0 END) AS b11,
+       SUM(CASE WHEN d <= :b12 THEN 1 ELSE 0 END) AS b12,
+       SUM(CASE WHEN d <= :b13 THEN 1 ELSE 0 END) AS b13
+FROM (SELECT type, (julianday(finished) - julianday(started)) * 86400.0 AS d
+      FROM worker_jobs
+      WHERE finished >= :since AND started IS NOT NULL AND cancelled = FALSE) AS r
+GROUP BY type
+ORDER BY type

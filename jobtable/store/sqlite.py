@@ -22,7 +22,7 @@ from typing import Any
 
 from jobtable.errors import DatabaseUnavailableError, MigrationError
 from jobtable.model import NewJob, Outcome, WorkerJob
-from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries
+from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries, query
 from jobtable.timeutil import format_sqlite, parse_sqlite
 
 _QUERIES = load_queries("queries.sql", "queries_sqlite.sql")
@@ -48,7 +48,7 @@ class _SqliteTx:
         self.conn = conn
 
     def q(self, name: str, **params: Any) -> list[Row]:
-        cur = self.conn.execute(_QUERIES.get(name, name), params)
+        cur = self.conn.execute(query(_QUERIES, name, "sqlite"), params)
         if cur.description is None:
             return []
         cols = [d[0] for d in cur.description]
@@ -181,6 +181,9 @@ class SqliteStore(Store):
         result = parse_sqlite(value)
         assert result is not None
         return result
+
+    def _minute(self, value: Any) -> datetime:
+        return datetime.fromisoformat(f"{value}:00+00:00")
 
     def to_job(self, row: Row) -> WorkerJob:
         return WorkerJob(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import sql
 
 from jobtable import JobTable, WorkerJobConfig
 
@@ -72,7 +73,7 @@ def test_without_isolation_a_crashing_job_is_abandoned_after_max_attempts(
                                                       auto_reschedule_on_failure=True),
                                       "0 0 1 1 *")
         # Make the first row due now; its chain continues at the next 1 January.
-        jt.store.read("UPDATE worker_jobs SET due = created_at WHERE id = :id", id=poison.id)
+        sql(db_url, "UPDATE worker_jobs SET due = created_at WHERE id = %s", poison.id)
     sup = start_worker(db_url, jobs, "", "--processes", "2", "--concurrency", "1",
                        "--rescue-after", "1s", "--poll-interval", "0.1s",
                        env={"JOBTABLE_MAX_ATTEMPTS": "3", "JOBTABLE_ISOLATE_SUSPECTS": "false"},

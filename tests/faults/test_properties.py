@@ -73,7 +73,7 @@ def _same_json(a: Any, b: Any) -> bool:
 
 
 def _count(jt: JobTable) -> int:
-    return int(jt.store.read("SELECT COUNT(*) AS n FROM worker_jobs")[0]["n"])
+    return jt.count_jobs()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,14 +13,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import uvicorn
 from click.testing import CliRunner, Result
 
-from jobtable import JobTable, WorkerJob, WorkerJobConfig, scheduling
+from jobtable import JobTable, WorkerJob, WorkerJobConfig, rules
 from jobtable.cli import main
 from jobtable.model import Outcome
 from jobtable.store import Store
-from jobtable.timeutil import utcnow
+from jobtable.timeutil import format_sqlite, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -64,16 +66,31 @@ def finish(store: Store, success: bool | Callable[[WorkerJob], bool] = True) -> 
             "traceback": "Traceback (most recent call last):\n  File \"jobs/boom.py\", "
                          f"line 2, in run\nValueError: job {job.id} failed\n"}
         outcomes.append(Outcome(job=job, success=ok, result=value,
-                                follow_up=scheduling.follow_up(job, ok, utcnow())))
+                                follow_up=rules.follow_up(job, ok, utcnow())))
     store.complete(outcomes)
     return [j for j in (store.get_job(o.job.id) for o in outcomes) if j is not None]
 
 
 def backdate(store: Store, job_id: int, started: datetime, finished: datetime | None) -> None:
     """Move a row's started/finished into the past (as if it ran then)."""
-    with store.transaction() as tx:
-        tx.q("UPDATE worker_jobs SET started = :s, finished = :f WHERE id = :id",
-             s=store._t(started), f=store._t(finished), id=job_id)
+    set_run_times(store.url, [(job_id, started, finished)])
+
+
+def set_run_times(url: str, rows: list[tuple[int, datetime, datetime | None]]) -> None:
+    """Set (id, started, finished) of many rows at once, in SQL of the test's own."""
+    update = "UPDATE worker_jobs SET started = %s, finished = %s WHERE id = %s"
+    if url.startswith("postgresql"):
+        with psycopg.connect(url) as conn, conn.cursor() as cur:
+            cur.executemany(update, [(s, f, i) for i, s, f in rows])
+        return
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=60)
+    try:
+        with conn:
+            conn.executemany(update.replace("%s", "?"), [
+                (format_sqlite(s), None if f is None else format_sqlite(f), i)
+                for i, s, f in rows])
+    finally:
+        conn.close()
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
@@ -126,12 +143,11 @@ def populate(jt: JobTable, now: datetime | None = None) -> dict[str, int]:
                              for i in range(len(plan))])
     failing = {rows[i].id for i, (m, k) in enumerate(plan) if (m * 7 + k) % 23 == 0}
     finish(store, lambda j: j.id not in failing)
-    with store.transaction() as tx:
-        for row, (minute, k) in zip(rows, plan, strict=True):
-            end = now - timedelta(minutes=59 - minute, seconds=(k * 11) % 55)
-            tx.q("UPDATE worker_jobs SET started = :s, finished = :f WHERE id = :id",
-                 s=store._t(end - timedelta(milliseconds=80 + (k * 137) % 1500)),
-                 f=store._t(end), id=row.id)
+    times = []
+    for row, (minute, k) in zip(rows, plan, strict=True):
+        end = now - timedelta(minutes=59 - minute, seconds=(k * 11) % 55)
+        times.append((row.id, end - timedelta(milliseconds=80 + (k * 137) % 1500), end))
+    set_run_times(store.url, times)
     failed = schedule(jt, "boom", user_id=7, data={"to": "ada@example.com", "attempt": 1})
     finish(store, False)
     ids["failed"] = failed.id

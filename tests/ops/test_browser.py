@@ -68,7 +68,7 @@ def test_overview_filter_detail_retry_and_escaping_in_a_real_browser(
     page.on("dialog", lambda d: (script_dialogs.append(d.message), d.dismiss()))
     ARTIFACTS.mkdir(exist_ok=True)
 
-    with serve(create_app(store, refresh_seconds=1)) as base:
+    with serve(create_app(jt, refresh_seconds=1)) as base:
         # Overview: the counts, and the live refresh picking up a new job.
         page.goto(base + "/")
         expect(page.locator('[data-count="failed"]')).to_have_text(str(failed_total))

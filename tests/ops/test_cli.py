@@ -159,13 +159,11 @@ def test_purge_deletes_old_finished_rows_of_the_status_only(cli: Cli, jt: JobTab
 
 
 def test_purge_works_in_batches_with_progress(jt: JobTable) -> None:
-    from jobtable import ops
-
     for u in range(7):
         schedule(jt, "send_report", user_id=u)
     finish(jt.store, True)
     seen: list[int] = []
-    deleted = ops.purge(jt.store, ["succeeded"], timedelta(0), batch=3, progress=seen.append)
+    deleted = jt.purge_jobs(["succeeded"], timedelta(0), batch=3, progress=seen.append)
     assert deleted == 7 and seen == [3, 3, 1]
 
 

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from jobtable import JobTable, WorkerJobConfig, ops
+from jobtable import JobTable, WorkerJobConfig
 from jobtable.dashboard import create_app
 from jobtable.model import Outcome
 from jobtable.timeutil import utcnow
@@ -34,7 +34,7 @@ INJECTION = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 def client(jt: JobTable) -> Iterator[httpx.Client]:
     """An HTTP client (keeping cookies) of the dashboard of ``jt``'s store, served by
     uvicorn on loopback."""
-    with serve(create_app(jt.store)) as base, httpx.Client(base_url=base,
+    with serve(create_app(jt)) as base, httpx.Client(base_url=base,
                                                           follow_redirects=True) as c:
         yield c
 
@@ -161,7 +161,7 @@ def test_cron_page_shows_next_run_and_last_outcome(client: httpx.Client, jt: Job
     assert back.status_code == 200 and str(back.url).endswith("/cron?flash=run-now")
     finish(jt.store, True)
     page = client.get("/cron").text
-    chain = ops.cron_chains(jt.store)
+    chain = jt.cron_chains()
     assert len(chain) == 1 and chain[0].previous is not None
     assert chain[0].previous.id == first.id
     assert "0 0 * * * *" in page
@@ -176,7 +176,7 @@ def test_metrics_report_counts_runtimes_lag_retries_and_rescues(
         schedule(jt, "send_report", user_id=u)
     failed = schedule(jt, "boom", user_id=1)
     finish(store, lambda j: j.type == "send_report")
-    ops.retry(store, failed.id)
+    jt.retry_job(failed.id)
     rescued = schedule(jt, "sync_prices", user_id=5)
     store.claim("dead-worker", 10)
     store.release_unknown_claims("dead-worker", set())  # its claim is released ...
@@ -208,7 +208,7 @@ def test_metrics_report_counts_runtimes_lag_retries_and_rescues(
 
 def test_mounted_in_another_app_links_stay_under_its_prefix(jt: JobTable) -> None:
     job = schedule(jt, "send_report", user_id=1)
-    parent = Starlette(routes=[Mount("/ops", app=create_app(jt.store))])
+    parent = Starlette(routes=[Mount("/ops", app=create_app(jt))])
     with serve(parent) as base, httpx.Client(base_url=base) as c:
         listing = c.get("/ops/jobs")
         assert listing.status_code == 200
@@ -219,16 +219,16 @@ def test_mounted_in_another_app_links_stay_under_its_prefix(jt: JobTable) -> Non
 
 
 def test_remote_clients_are_refused_without_credentials(jt: JobTable) -> None:
-    app = create_app(jt.store)
+    app = create_app(jt)
     refused = remote_get(app, "/")
     assert refused.status_code == 403
     assert "JOBTABLE_DASHBOARD_TOKEN" in refused.text
     assert remote_get(app, "/metrics").status_code == 403
-    assert remote_get(create_app(jt.store, trust_remote=True), "/").status_code == 200
+    assert remote_get(create_app(jt, trust_remote=True), "/").status_code == 200
 
 
 def test_token_and_basic_auth_are_enforced_for_everyone(jt: JobTable) -> None:
-    with serve(create_app(jt.store, token="s3cret-token")) as base, \
+    with serve(create_app(jt, token="s3cret-token")) as base, \
             httpx.Client(base_url=base) as c:
         assert c.get("/").status_code == 401
         assert c.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -238,7 +238,7 @@ def test_token_and_basic_auth_are_enforced_for_everyone(jt: JobTable) -> None:
         assert login.headers["location"] == "/jobs?status=failed"
         assert c.get("/jobs").status_code == 200  # the cookie now
     creds = base64.b64encode(b"ops:pa55").decode()
-    with serve(create_app(jt.store, username="ops", password="pa55")) as base, \
+    with serve(create_app(jt, username="ops", password="pa55")) as base, \
             httpx.Client(base_url=base) as c:
         challenge = c.get("/")
         assert challenge.status_code == 401
@@ -302,7 +302,7 @@ def test_no_credentials_served_on_all_interfaces_refuses_other_hosts(jt: JobTabl
     address = _outbound_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address to connect from")
-    with serve(create_app(jt.store), host="0.0.0.0") as base:
+    with serve(create_app(jt), host="0.0.0.0") as base:
         assert httpx.get(base + "/").status_code == 200  # from loopback
         remote = base.replace("127.0.0.1", address)
         refused = httpx.get(remote + "/")  # the client address is not loopback

@@ -1,0 +1,57 @@
+"""Small helpers that show times, durations and outcomes to people (CLI and dashboard)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from jobtable.model import WorkerJob
+from jobtable.timeutil import utcnow
+
+
+def human_duration(delta: timedelta | float) -> str:
+    """A short duration for people: ``850 ms``, ``12 s``, ``4 min``, ``3 h 5 min``, ``2 d``."""
+    seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    seconds = abs(seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 36 * 3600:
+        hours, rest = divmod(int(seconds), 3600)
+        return f"{hours} h {rest // 60} min" if rest >= 60 else f"{hours} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """``5 min ago``, ``in 10 s`` or ``just now``; empty for None."""
+    if moment is None:
+        return ""
+    delta = (now or utcnow()) - moment
+    if abs(delta.total_seconds()) < 1:
+        return "just now"
+    text = human_duration(delta)
+    return f"{text} ago" if delta.total_seconds() > 0 else f"in {text}"
+
+
+def runtime(job: WorkerJob) -> timedelta | None:
+    """How long a finished job ran (None if it never started or is unfinished)."""
+    if job.started is None or job.finished is None:
+        return None
+    return job.finished - job.started
+
+
+def summary(job: WorkerJob, width: int = 100) -> str:
+    """One line about a row's outcome: its error, or its result, shortened."""
+    if job.error is not None:
+        text = job.error
+    elif job.result is not None and job.finished is not None:
+        text = json.dumps(job.result, ensure_ascii=False)
+    else:
+        text = ""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
