@@ -106,6 +106,8 @@ def codegen_command(jobs: str | None, output: str | None, check: bool) -> None:
 def init_command(directory: str) -> None:
     """Create a runnable project in DIRECTORY: a jobs folder with two example jobs, an app
     bootstrap factory, a pyproject with [tool.jobtable], tests, and the typed bindings.
+    In an existing folder (`jobtable init .`) only missing files are added; existing
+    ones are kept and listed as skipped.
 
     Then: cd DIRECTORY && jobtable dev
     """
@@ -114,6 +116,10 @@ def init_command(directory: str) -> None:
     project = create_project(directory)
     for path in project.files:
         click.echo(f"created {shown(path)}")
+    for path in project.skipped:
+        click.echo(f"skipped {shown(path)} (exists; left as it was)")
+    if (table := project.missing_settings()) is not None:
+        click.echo(f"\nadd to pyproject.toml:\n{table}")
     click.echo(f"\nnext: cd {shown(project.root)} && jobtable dev   (see its README.md)")
 
 
@@ -385,6 +391,9 @@ def dev_command(database: str | None, jobs: str | None, app: str | None,
     A job module that fails to import is reported (file:line: message) and the loop
     keeps running; saving the fix recovers. Ctrl-C stops everything.
     """
+    from jobtable._extras import require_extra
+
+    require_extra("dev", "jobtable dev")
     setup_logging(log_level)
     output = str(Path(output).resolve()) if output else None
     settings = load_settings(database=database, jobs=jobs, app=app, concurrency=concurrency,

@@ -435,6 +435,9 @@ def dashboard_command(database: str | None, jobs: str | None, host: str, port: i
                       log_level: str | None) -> None:
     """Serve the web dashboard: overview, jobs, job details, cron schedules, actions and
     /metrics for Prometheus."""
+    from jobtable._extras import require_extra
+
+    require_extra("dashboard", "the dashboard")
     import uvicorn
 
     from jobtable.dashboard import create_app

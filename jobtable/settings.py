@@ -1,5 +1,9 @@
 """Settings: explicit arguments, then ``JOBTABLE_*`` environment variables, then
-``[tool.jobtable]`` in the nearest pyproject.toml, then defaults."""
+``[tool.jobtable]`` in the nearest pyproject.toml, then defaults.
+
+Paths in pyproject.toml (``jobs``, a relative SQLite ``database``) and the default SQLite
+file are relative to the folder of that pyproject.toml, wherever the command runs.
+"""
 
 from __future__ import annotations
 
@@ -113,6 +117,24 @@ def find_pyproject(start: Path | None = None) -> Path | None:
     return None
 
 
+def project_database(url: str, root: Path) -> str:
+    """``url`` with a relative SQLite path made absolute under ``root``; other URLs as given.
+
+    ``sqlite:///jobtable.db`` under ``/srv/app`` becomes ``sqlite:////srv/app/jobtable.db``.
+    """
+    for prefix in ("sqlite:///", "sqlite://"):
+        if url.startswith(prefix):
+            path = url[len(prefix):] or "jobtable.db"
+            break
+    else:
+        if not url.endswith((".db", ".sqlite", ".sqlite3")) or "://" in url:
+            return url
+        path = url
+    if path == ":memory:" or path.startswith(("/", "file:")) or Path(path).is_absolute():
+        return url
+    return f"sqlite:///{(root / path).resolve()}"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Resolve settings: ``overrides`` (None = unset) > environment > pyproject > defaults."""
     values: dict[str, Any] = {}
@@ -128,6 +150,11 @@ def load_settings(**overrides: Any) -> Settings:
             candidate = pyproject.parent / str(values["jobs"])
             if candidate.exists():
                 values["jobs"] = str(candidate)
+        # The SQLite file belongs to the project, like the jobs folder: the default and a
+        # relative path in [tool.jobtable] are resolved next to pyproject.toml, so a
+        # command run in a subfolder uses the project's database, not a new empty one.
+        values["database"] = project_database(str(values.get("database", DEFAULT_DATABASE)),
+                                              pyproject.parent)
     for name, names in _ENV.items():
         for env in names:
             if os.environ.get(env):

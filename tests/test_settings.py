@@ -4,7 +4,10 @@ settings that change behaviour (stale limit, database, auto-migrate) on both dat
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -146,3 +149,39 @@ def test_without_auto_migrate_an_unmigrated_database_is_refused_untouched(
         assert row_count(db_url) == 0
         assert jt.migrate()
         assert jt.schedule_job(WorkerJobConfig(type="note")).id >= 1
+
+
+def _jobtable(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jobtable", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("database", [None, "sqlite:///data/app.db"])
+def test_the_sqlite_database_follows_the_project_not_the_working_directory(
+        tmp_path: Path, database: str | None) -> None:
+    # `jobtable jobs` in a subfolder used to create an empty jobtable.db there.
+    root = tmp_path / "project"
+    (root / "jobs").mkdir(parents=True)
+    (root / "jobs" / "hello.py").write_text("def run(params):\n    return 1\n")
+    (root / "src" / "deep").mkdir(parents=True)
+    (root / "data").mkdir()
+    _pyproject(root, 'jobs = "jobs"\n' + (f'database = "{database}"\n' if database else ""))
+    done = _jobtable("schedule", "hello", "--user-id", "5", cwd=root / "src" / "deep")
+    assert done.returncode == 0, done.stderr
+
+    listed = _jobtable("jobs", "--json", cwd=root / "src")
+    assert listed.returncode == 0, listed.stderr
+    assert [(j["type"], j["user_id"]) for j in json.loads(listed.stdout)] == [("hello", 5)]
+    expected = root / ("data/app.db" if database else "jobtable.db")
+    assert expected.is_file()
+    assert sorted(p.name for p in root.rglob("*.db")) == [expected.name]
+    assert load_settings().database == Settings().database  # no pyproject: as given
+
+
+def test_explicit_and_environment_databases_stay_relative_to_the_working_directory(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _pyproject(tmp_path, "")
+    assert load_settings().database == f"sqlite:///{tmp_path.resolve() / 'jobtable.db'}"
+    monkeypatch.setenv("JOBTABLE_DATABASE_URL", "sqlite:///here.db")
+    assert load_settings().database == "sqlite:///here.db"
+    assert load_settings(database="sqlite:///there.db").database == "sqlite:///there.db"

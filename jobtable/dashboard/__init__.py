@@ -4,6 +4,9 @@
 Starlette or FastAPI application.
 """
 
-from jobtable.dashboard.app import create_app
+from jobtable._extras import require_extra
+
+require_extra("dashboard", "jobtable.dashboard")
+from jobtable.dashboard.app import create_app  # noqa: E402
 
 __all__ = ["create_app"]

@@ -2,6 +2,8 @@
 
 The templates beside this module (``template/``) are copied with ``${name}`` and
 ``${package}`` filled in; a ``__package__`` folder becomes the application package.
+Into an existing folder (``jobtable init .``) only the missing files are added: an
+existing file is never overwritten, and is reported as skipped.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
@@ -33,6 +36,22 @@ class Project:
     name: str
     package: str
     files: tuple[Path, ...]
+    skipped: tuple[Path, ...] = ()
+
+    def missing_settings(self) -> str | None:
+        """The ``[tool.jobtable]`` table to add by hand when an existing pyproject.toml
+        (kept as it was) has none; None when there is nothing to add."""
+        pyproject = self.root / "pyproject.toml"
+        if pyproject not in self.skipped:
+            return None
+        try:
+            table = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            table = {}
+        if "jobtable" in table:
+            return None
+        return (f'[tool.jobtable]\ndatabase = "sqlite:///jobtable.db"\njobs = "jobs"\n'
+                f'app = "{self.package}.bootstrap:create_app"\n')
 
 
 def package_name(name: str) -> str:
@@ -62,28 +81,41 @@ def clean_env() -> dict[str, str]:
 
 
 def create_project(target: str | Path, *, generate: bool = True) -> Project:
-    """Create a project in ``target`` (a new or empty folder); with ``generate``, write
-    its typed bindings by running ``jobtable codegen`` there."""
+    """Create a project in ``target`` (a new folder, or an existing one: only missing
+    files are added, none is overwritten); with ``generate``, write its typed bindings
+    by running ``jobtable codegen`` there (unless they already exist)."""
     root = Path(target).resolve()
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ConfigError(f"{target} already exists and is not an empty folder; "
-                          "choose a new folder")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{target} is a file; give a new or existing folder")
     name = root.name
     package = package_name(name)
     values = {"name": name, "package": package}
-    files = []
+    files: list[Path] = []
+    skipped: list[Path] = []
     for parts, template in _templates(resources.files(__name__).joinpath("template")):
         names = [package if p == "__package__" else _RENAMES.get(p, p) for p in parts]
         path = root.joinpath(*names)
+        if path.exists() or path.is_symlink():
+            skipped.append(path)
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(Template(template.read_text(encoding="utf-8")).substitute(values),
-                        encoding="utf-8")
+        text = Template(template.read_text(encoding="utf-8")).substitute(values)
+        try:
+            with path.open("x", encoding="utf-8") as out:  # never replace a file
+                out.write(text)
+        except FileExistsError:
+            skipped.append(path)
+            continue
         files.append(path)
-    if generate:
+    bindings = root / "jobs" / "_generated.py"
+    if generate and bindings.exists():
+        skipped.append(bindings)
+    elif generate:
         done = subprocess.run([sys.executable, "-m", "jobtable", "codegen"], cwd=root,
                               env=clean_env(), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise ConfigError(f"the new project's bindings could not be generated:\n"
                               f"{done.stderr.strip() or done.stdout.strip()}")
-        files.append(root / "jobs" / "_generated.py")
-    return Project(root=root, name=name, package=package, files=tuple(sorted(files)))
+        files.append(bindings)
+    return Project(root=root, name=name, package=package, files=tuple(sorted(files)),
+                   skipped=tuple(sorted(skipped)))

@@ -17,6 +17,9 @@ def open_store(url: str, *, stale_limit: timedelta = DEFAULT_STALE_LIMIT) -> Sto
 
         return SqliteStore(url, stale_limit=stale_limit)
     if url.startswith(("postgresql://", "postgres://")):
+        from jobtable._extras import require_postgres
+
+        require_postgres()  # says how to get libpq when there is none
         from jobtable.store.postgres import PostgresStore
 
         return PostgresStore(url, stale_limit=stale_limit)

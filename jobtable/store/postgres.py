@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from jobtable import rules
+from jobtable._atexit import close_at_exit
 from jobtable.errors import DatabaseUnavailableError, MigrationError
 from jobtable.model import NewJob, Outcome, WorkerJob
 from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries, pair_key, query
@@ -84,6 +85,7 @@ class PostgresStore(Store):
             self.pool.close()
             raise DatabaseUnavailableError(
                 f"cannot connect to PostgreSQL at {_safe(url)}: {_first_line(exc)}") from None
+        close_at_exit(self)  # a script that forgets close() must not hang at exit
 
     def heartbeat(self, worker_id: str, concurrency: int, pid: int) -> None:
         """Record a heartbeat on a connection of its own.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import zipfile
 from contextlib import closing
 from pathlib import Path
 
@@ -65,14 +66,66 @@ def test_the_scaffold_send_welcome_is_retried_as_its_module_says(tmp_path: Path)
     assert rows == [(1, 10_000)]  # AUTO_RESCHEDULE_ON_FAILURE(_DELAY) of send_welcome
 
 
-def test_init_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
-    (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / "notes.txt").write_text("mine")
+def test_init_into_an_existing_folder_adds_what_is_missing_and_overwrites_nothing(
+        tmp_path: Path) -> None:
+    root = tmp_path / "legacy"
+    (root / "jobs").mkdir(parents=True)
+    mine = {
+        "pyproject.toml": "[project]\nname = 'legacy'\nversion = '3.0'\n",
+        "notes.txt": "mine",
+        "jobs/heartbeat.py": "def run(params):\n    return 'my own heartbeat'\n",
+        "README.md": "# legacy\n",
+    }
+    for name, text in mine.items():
+        (root / name).write_text(text)
+
+    done = cli("init", ".", cwd=root)
+    assert done.returncode == 0, done.stderr
+    for name, text in mine.items():
+        assert (root / name).read_text() == text, f"{name} was overwritten"
+    for name in ("pyproject.toml", "README.md", "jobs/heartbeat.py"):
+        assert f"skipped {name} (exists; left as it was)" in done.stdout
+    assert "created jobs/send_welcome.py" in done.stdout
+    assert (root / "legacy" / "bootstrap.py").is_file()
+    assert (root / "tests" / "test_jobs.py").is_file()
+    assert (root / "jobs" / "_generated.py").is_file()
+    # The kept pyproject has no [tool.jobtable]: init says what to add.
+    assert 'add to pyproject.toml:\n[tool.jobtable]\ndatabase = "sqlite:///jobtable.db"\n' \
+           'jobs = "jobs"\napp = "legacy.bootstrap:create_app"' in done.stdout
+
+    again = cli("init", ".", cwd=root, check=True)
+    assert "created" not in again.stdout
+    assert "skipped jobs/_generated.py (exists; left as it was)" in again.stdout
+
+
+def test_init_refuses_a_file(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("mine")
     done = cli("init", "taken", cwd=tmp_path)
-    assert done.returncode == 1
-    assert "taken already exists and is not an empty folder; choose a new folder" \
-           in done.stderr
-    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["notes.txt"]
+    assert done.returncode != 0
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_the_scaffold_builds_as_a_package_with_its_app_and_jobs(tmp_path: Path) -> None:
+    # `pip install -e .` failed here: setuptools found several top-level packages.
+    cli("init", "shop", cwd=tmp_path, check=True)
+    root = tmp_path / "shop"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                            str(tmp_path / "dist"), str(root)], cwd=tmp_path,
+                           env=clean_env(), capture_output=True, text=True, timeout=300,
+                           check=False)
+    assert built.returncode == 0, built.stdout + built.stderr
+    [wheel] = (tmp_path / "dist").glob("shop-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"shop/__init__.py", "shop/bootstrap.py", "jobs/__init__.py",
+            "jobs/heartbeat.py", "jobs/send_welcome.py", "jobs/_generated.py"} <= names
+    assert not any(name.startswith("tests/") for name in names)
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    # What the project's README runs is declared: `pip install -e '.[dev]'`.
+    assert "Provides-Extra: dev" in text
+    for requirement in ("jobtable[dev]", "mypy", "pytest"):
+        assert f"Requires-Dist: {requirement}" in text
 
 
 @pytest.mark.parametrize(("name", "package"), [
