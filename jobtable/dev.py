@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from jobtable import codegen
-from jobtable.cli import (
+from jobtable.cli.options import (
     database_options,
     friendly_errors,
     log_level_option,

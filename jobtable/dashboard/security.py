@@ -33,6 +33,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from jobtable.errors import ConfigError
+
 AUTH_COOKIE = "jobtable_auth"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 ALLOWED_HOSTS_ENV = "JOBTABLE_DASHBOARD_ALLOWED_HOSTS"
@@ -95,8 +97,6 @@ def parse_allowed_hosts(values: str | Iterable[str] | None) -> tuple[HostPattern
                 continue
             parsed = _split_host(entry)
             if parsed is None:
-                from jobtable.errors import ConfigError
-
                 raise ConfigError(
                     f"allowed host {entry!r} is not a host name: use a name such as "
                     "'ops.example.com', optionally with ':port', '*.example.com', or '*'")
@@ -132,8 +132,6 @@ def parse_origins(values: str | Iterable[str] | None) -> tuple[Origin, ...]:
                 continue
             parsed = _parse_origin(entry)
             if parsed is None or urlsplit(entry).path not in ("", "/"):
-                from jobtable.errors import ConfigError
-
                 raise ConfigError(
                     f"origin {entry!r} is not an origin: use scheme, host and optional port "
                     "only, such as 'https://ops.example.com' or 'http://127.0.0.1:8787'")
@@ -178,12 +176,8 @@ class Guard:
                  allowed_hosts: str | Iterable[str] | None = None,
                  origin: str | Iterable[str] | None = None) -> None:
         if (username is None) != (password is None):
-            from jobtable.errors import ConfigError
-
             raise ConfigError("basic auth needs both a user name and a password")
         if token is not None and not token:
-            from jobtable.errors import ConfigError
-
             raise ConfigError("the dashboard token must not be empty")
         self.app = app
         self.token = token

@@ -1,12 +1,8 @@
-"""``jobtable jobs``, ``jobtable stats`` and ``jobtable dashboard``: see and steer jobs
-without SQL."""
+"""``jobtable jobs``: list, show, cancel, retry, run now and purge jobs without SQL."""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -19,11 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from jobtable import display, rules
-from jobtable.cli import database_options, friendly_errors, setup_logging
-from jobtable.client import JobTable
+from jobtable.cli.options import checked_table, database_options, friendly_errors
 from jobtable.errors import ActionRefusedError
 from jobtable.model import WorkerJob
-from jobtable.reports import Stats
 from jobtable.settings import Settings, load_settings
 from jobtable.store.base import FINISHED_STATUSES, STATUSES
 from jobtable.timeutil import parse_duration
@@ -33,7 +27,7 @@ STYLE = {"pending": "cyan", "running": "magenta", "succeeded": "green", "failed"
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-def _console(err: bool = False) -> Console:
+def make_console(err: bool = False) -> Console:
     return Console(stderr=err, highlight=False, soft_wrap=False)
 
 
@@ -42,17 +36,6 @@ def _settings(ctx: click.Context, database: str | None, jobs: str | None) -> Set
     parent = ctx.parent.params if ctx.parent is not None else {}
     return load_settings(database=database or parent.get("database"),
                          jobs=jobs or parent.get("jobs"))
-
-
-@contextmanager
-def _table(settings: Settings) -> Iterator[JobTable]:
-    """A ``JobTable`` on the database of ``settings``, checked (or migrated) up front."""
-    table = JobTable(settings=settings)
-    try:
-        table.ready()
-        yield table
-    finally:
-        table.close()
 
 
 def _status(status: str) -> Text:
@@ -109,13 +92,13 @@ def jobs_command(ctx: click.Context, database: str | None, jobs: str | None,
     """
     if ctx.invoked_subcommand is not None:
         return
-    with _table(load_settings(database=database, jobs=jobs)) as table:
+    with checked_table(load_settings(database=database, jobs=jobs)) as table:
         rows = table.list_jobs(status=status, type=job_type, user_id=user_id, limit=limit)
         total = table.count_jobs(status=status, type=job_type, user_id=user_id)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows]))
         return
-    console = _console()
+    console = make_console()
     if not rows:
         console.print("no jobs match", style="dim")
         return
@@ -134,13 +117,13 @@ def show(ctx: click.Context, job_id: int, database: str | None, jobs: str | None
          as_json: bool) -> None:
     """Every field of job JOB_ID, its data and result, the traceback of a failure, and
     the chain of rows linked by rescheduled_from_job, both ways."""
-    with _table(_settings(ctx, database, jobs)) as table:
+    with checked_table(_settings(ctx, database, jobs)) as table:
         job = table.require_job(job_id)
         chain = table.job_chain(job_id)
     if as_json:
         click.echo(json.dumps({"job": job.to_dict(), "chain": [c.to_dict() for c in chain]}))
         return
-    _console().print(job_view(job, chain))
+    make_console().print(job_view(job, chain))
 
 
 def job_view(job: WorkerJob, chain: list[WorkerJob]) -> RenderableType:
@@ -199,7 +182,7 @@ def job_view(job: WorkerJob, chain: list[WorkerJob]) -> RenderableType:
 def cancel(ctx: click.Context, job_id: int, database: str | None, jobs: str | None) -> None:
     """Cancel pending job JOB_ID. A running job cannot be stopped: it finishes, or fails at
     its timeout."""
-    with _table(_settings(ctx, database, jobs)) as table:
+    with checked_table(_settings(ctx, database, jobs)) as table:
         job = table.cancel_job(job_id)
     click.echo(f"cancelled job {job.id} ({job.type}, user {job.user_id})")
 
@@ -211,14 +194,14 @@ def cancel(ctx: click.Context, job_id: int, database: str | None, jobs: str | No
 @friendly_errors
 def run_now(ctx: click.Context, job_id: int, database: str | None, jobs: str | None) -> None:
     """Make pending job JOB_ID due now."""
-    with _table(_settings(ctx, database, jobs)) as table:
+    with checked_table(_settings(ctx, database, jobs)) as table:
         job = table.run_job_now(job_id)
     click.echo(f"job {job.id} ({job.type}, user {job.user_id}) is due now")
 
 
 def _progress(description: str) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=_console(err=True), transient=False)
+                    TimeElapsedColumn(), console=make_console(err=True), transient=False)
 
 
 @jobs_command.command("retry")
@@ -249,7 +232,7 @@ def retry(ctx: click.Context, job_ids: tuple[int, ...], database: str | None,
         raise click.UsageError("give job ids, or --status failed|cancelled for a bulk retry")
     if (job_type is not None or user_id is not None or limit is not None) and not status:
         raise click.UsageError("--type, --user-id and --limit go with --status")
-    with _table(_settings(ctx, database, jobs)) as table:
+    with checked_table(_settings(ctx, database, jobs)) as table:
         if job_ids:
             for job_id in job_ids:  # check them all before changing anything
                 refusal = rules.retry_refusal(table.require_job(job_id))
@@ -299,7 +282,7 @@ def purge(ctx: click.Context, database: str | None, jobs: str | None,
     """Delete finished jobs of a status that finished longer ago than --older-than, in
     batches. Pending and running jobs are never deleted."""
     age = parse_duration(older_than, "--older-than")
-    with _table(_settings(ctx, database, jobs)) as table:
+    with checked_table(_settings(ctx, database, jobs)) as table:
         count = table.count_purgeable_jobs(statuses, age)
         what = "/".join(statuses)
         if dry_run or count == 0:
@@ -320,157 +303,3 @@ def purge(ctx: click.Context, database: str | None, jobs: str | None,
         click.echo(json.dumps({"deleted": deleted}))
     else:
         click.echo(f"deleted {deleted} {what} jobs")
-
-
-def stats_view(s: Stats) -> RenderableType:
-    """The ``jobtable stats`` rendering."""
-    head = Text()
-    for status in STATUSES:
-        head.append(f"{status} ", style="dim")
-        head.append(f"{s.by_status.get(status, 0)}", style=f"bold {STYLE[status]}")
-        head.append("   ")
-    facts = Table.grid(padding=(0, 2))
-    facts.add_column(style="dim", justify="right")
-    facts.add_column()
-    lag = display.human_duration(s.queue_lag) if s.oldest_pending_due else "none"
-    facts.add_row("queue lag", Text(lag, style="yellow" if s.queue_lag.total_seconds() > 60
-                                    else ""))
-    facts.add_row("last hour", f"{s.finished_last_hour} finished, "
-                               f"{s.jobs_per_minute:.1f} jobs/min")
-    peak = max((b.total for b in s.throughput), default=0)
-    spark = "".join(SPARK[min(7, int(b.total * 7 / peak + 0.999))] if b.total else " "
-                    for b in s.throughput) if peak else "(nothing finished)"
-    facts.add_row("per minute", Text(spark, style="green"))
-    facts.add_row("live workers", f"{len(s.workers)} ({s.slots} slots)")
-    by_type = Table(title="by type", title_justify="left", header_style="bold dim")
-    by_type.add_column("type")
-    for status in STATUSES:
-        by_type.add_column(status, justify="right", style=STYLE[status])
-    for job_type, counts in sorted(s.by_type.items()):
-        by_type.add_row(Text(job_type), *(str(counts.get(st, 0) or "") for st in STATUSES))
-    parts: list[RenderableType] = [head, facts]
-    if s.by_type:
-        parts.append(by_type)
-    if s.workers:
-        workers = Table(title="workers", title_justify="left", header_style="bold dim")
-        for col in ("host", "pid", "slots", "up since", "seen"):
-            workers.add_column(col)
-        for w in s.workers:
-            workers.add_row(Text(w.host), str(w.pid), str(w.concurrency), display.ago(w.started),
-                            display.ago(w.last_seen))
-        parts.append(workers)
-    parts.append(Text(f"at {s.now.strftime('%Y-%m-%d %H:%M:%S')} UTC", style="dim"))
-    return Group(*parts)
-
-
-@click.command("stats")
-@database_options
-@click.option("--watch", "-w", is_flag=True, help="Refresh in place until Ctrl-C.")
-@click.option("--interval", type=click.FloatRange(0.2), default=2.0, show_default=True,
-              help="Seconds between refreshes with --watch.")
-@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
-@friendly_errors
-def stats_command(database: str | None, jobs: str | None, watch: bool, interval: float,
-                  as_json: bool) -> None:
-    """Counts per status and type, oldest pending lag, jobs/min over the last hour, live
-    worker processes."""
-    settings = load_settings(database=database, jobs=jobs)
-    if watch and as_json:
-        raise click.UsageError("--watch shows a live view; drop --json")
-    with _table(settings) as table:
-        if not watch:
-            snapshot = table.stats(settings.rescue_after)
-            if as_json:
-                click.echo(json.dumps(snapshot.to_dict()))
-            else:
-                _console().print(stats_view(snapshot))
-            return
-        console = _console()
-        try:
-            if not console.is_terminal:
-                # Not a terminal (a pipe, a log): append each snapshot instead.
-                while True:
-                    console.print(stats_view(table.stats(settings.rescue_after)))
-                    console.print()
-                    console.file.flush()
-                    time.sleep(interval)
-            from rich.live import Live
-
-            with Live(stats_view(table.stats(settings.rescue_after)), console=console,
-                      auto_refresh=False, screen=False) as live:
-                while True:
-                    time.sleep(interval)
-                    live.update(stats_view(table.stats(settings.rescue_after)),
-                                refresh=True)
-        except KeyboardInterrupt:
-            pass
-
-
-@click.command("dashboard")
-@database_options
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but loopback needs a token or basic auth.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True,
-              help="Port to listen on.")
-@click.option("--token", envvar="JOBTABLE_DASHBOARD_TOKEN", metavar="TOKEN",
-              help="Require this token (Bearer header, or ?token= once in the browser) "
-                   "[env JOBTABLE_DASHBOARD_TOKEN].")
-@click.option("--user", envvar="JOBTABLE_DASHBOARD_USER", metavar="NAME",
-              help="Basic-auth user name [env JOBTABLE_DASHBOARD_USER].")
-@click.option("--password", envvar="JOBTABLE_DASHBOARD_PASSWORD", metavar="PASSWORD",
-              help="Basic-auth password [env JOBTABLE_DASHBOARD_PASSWORD].")
-@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="HOST",
-              envvar="JOBTABLE_DASHBOARD_ALLOWED_HOSTS",
-              help="A Host name the dashboard answers to besides loopback (repeatable; "
-                   "'ops.example.com', '*.example.com', 'name:port') "
-                   "[env JOBTABLE_DASHBOARD_ALLOWED_HOSTS, comma-separated].")
-@click.option("--origin", envvar="JOBTABLE_DASHBOARD_ORIGIN", metavar="URL",
-              help="The public origin actions must come from, behind a proxy "
-                   "('https://ops.example.com') [env JOBTABLE_DASHBOARD_ORIGIN].")
-@click.option("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
-@friendly_errors
-def dashboard_command(database: str | None, jobs: str | None, host: str, port: int,
-                      token: str | None, user: str | None, password: str | None,
-                      allowed_hosts: tuple[str, ...], origin: str | None,
-                      log_level: str | None) -> None:
-    """Serve the web dashboard: overview, jobs, job details, cron schedules, actions and
-    /metrics for Prometheus."""
-    from jobtable._extras import require_extra
-
-    require_extra("dashboard", "the dashboard")
-    import uvicorn
-
-    from jobtable.dashboard import create_app
-    from jobtable.dashboard.security import is_loopback
-
-    if (user is None) != (password is None):
-        raise click.UsageError("basic auth needs both --user and --password")
-    if token == "":
-        raise click.UsageError("--token must not be empty")
-    if not is_loopback(host) and token is None and user is None:
-        raise click.UsageError(
-            f"--host {host} would open the dashboard to other machines without credentials; "
-            "set a token (--token or JOBTABLE_DASHBOARD_TOKEN) or basic auth (--user and "
-            "--password, or JOBTABLE_DASHBOARD_USER and JOBTABLE_DASHBOARD_PASSWORD), or keep "
-            "the default --host 127.0.0.1")
-    setup_logging(log_level or "WARNING")
-    settings = load_settings(database=database, jobs=jobs)
-    with _table(settings):  # fail now, clearly, if the database is unreachable
-        pass
-    app = create_app(settings, token=token, username=user, password=password,
-                     allowed_hosts=allowed_hosts or None, origin=origin)
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/"
-    click.echo(f"jobtable dashboard for {_redact(settings.database)} on {url}"
-               + ("?token=…" if token else ""), err=True)
-    uvicorn.run(app, host=host, port=port, log_level=(log_level or "warning").lower(),
-                access_log=False, server_header=False)
-
-
-def _redact(url: str) -> str:
-    import re
-
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
-__all__ = ["dashboard_command", "jobs_command", "jobs_table", "stats_command", "stats_view"]
