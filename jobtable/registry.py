@@ -7,10 +7,14 @@ in this registry, whose names come from the files of the jobs folder.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
+import keyword
 import logging
+import os
 import pkgutil
 import sys
 import threading
@@ -34,7 +38,7 @@ log = logging.getLogger("jobtable.registry")
 #: module-level setting of the same name in capitals (``REMOVE_DELAY = 60``).
 MODULE_DEFAULTS = ("auto_reschedule_on_failure", "auto_reschedule_on_failure_delay",
                    "remove_delay")
-_DIR_PACKAGE = "jobtable_user_jobs"
+_STAND_IN_PREFIX = "jobtable_user_jobs_"  # a jobs folder that cannot load by its own name
 
 
 @dataclass
@@ -42,8 +46,9 @@ class JobType:
     """One job type: its module once imported, or the error that stopped the import."""
 
     name: str
-    origin: str
+    origin: str  # the file of a module in a jobs folder, else its dotted name
     module: ModuleType | None = None
+    module_name: str | None = None  # the name a module in a jobs folder is imported by
     error: str | None = None
     builtin: bool = False
 
@@ -160,21 +165,34 @@ class Registry:
                 f"data for job type {name!r} does not match its Data: {problem}")
 
 
-def _import(jt: JobType) -> None:
+def _file_stamp(path: str) -> tuple[int, int] | None:
     try:
-        if jt.origin.endswith(".py") and Path(jt.origin).is_file():
-            module_name = f"{_DIR_PACKAGE}.{jt.name}"
-            spec = importlib.util.spec_from_file_location(module_name, jt.origin)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                sys.modules.pop(module_name, None)
-                raise
-        else:
-            module = importlib.import_module(jt.origin)
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+# The stamp of each job file when it was imported: a registry made after the file
+# changed imports it afresh (as a new worker process would); otherwise the module in
+# sys.modules is used, so that a test's mock.patch("jobs.x.helper") reaches the job.
+_imported: dict[str, tuple[int, int] | None] = {}
+_import_lock = threading.RLock()
+
+
+def _import(jt: JobType) -> None:
+    with _import_lock:
+        _import_locked(jt)
+
+
+def _import_locked(jt: JobType) -> None:
+    try:
+        if jt.module_name is not None:
+            stamp = _file_stamp(jt.origin)
+            if jt.module_name in _imported and _imported[jt.module_name] != stamp:
+                sys.modules.pop(jt.module_name, None)
+            _imported[jt.module_name] = stamp
+        module = importlib.import_module(jt.module_name or jt.origin)
     except Exception as exc:
         jt.error = _describe_import_error(jt, exc)
         return
@@ -206,11 +224,70 @@ def package_name_of(folder: Path) -> str:
     return ".".join(parts)
 
 
-def _ensure_dir_package() -> None:
-    if _DIR_PACKAGE not in sys.modules:
-        pkg = ModuleType(_DIR_PACKAGE)
-        pkg.__path__ = []
-        sys.modules[_DIR_PACKAGE] = pkg
+def _folder_paths(module: ModuleType) -> list[Path]:
+    return [Path(p).resolve() for p in getattr(module, "__path__", None) or ()]
+
+
+def _package_module(name: str, folder: Path) -> ModuleType:
+    """A package ``name`` whose only folder is ``folder``, registered in ``sys.modules``
+    (for a jobs folder without ``__init__.py``: its relative imports then work)."""
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(folder)]
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    parent, _, leaf = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], leaf, module)
+    return module
+
+
+def _folder_package(folder: Path) -> str:
+    """The package name the modules of jobs folder ``folder`` are imported under.
+
+    Its real name (``jobs``, or ``myapp.jobs`` inside a package; see
+    ``package_name_of``) when that name leads to this folder, so that a job's
+    relative imports, ``mock.patch("jobs.x.helper")`` and tracebacks see the module
+    under the name the application knows; a folder without ``__init__.py`` is loaded
+    as a package of its name. When the name is taken by something else (another
+    folder of that name already imported, a module of the standard library) or is not
+    a Python name, a stand-in package name is used, and a debug message says why.
+    """
+    name = package_name_of(folder)
+    parts = name.split(".")
+    root = folder.parents[len(parts) - 1]
+    if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+        return _stand_in(folder, name, "it is not a Python name")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            where = _folder_paths(loaded)
+        else:
+            spec = importlib.util.find_spec(name)
+            where = [] if spec is None else [
+                Path(p).resolve() for p in spec.submodule_search_locations or ()]
+            if spec is not None and spec.origin is None and folder in where:
+                where = [folder]  # a namespace package: this folder becomes its only one
+    except Exception as exc:  # a parent package that fails to import
+        return _stand_in(folder, name, f"finding it failed: {type(exc).__name__}: {exc}")
+    if set(where) != {folder}:
+        shown = ", ".join(map(str, where)) or "a module"
+        return _stand_in(folder, name, f"{name} is already {shown}")
+    if loaded is None and not (folder / "__init__.py").is_file():
+        _package_module(name, folder)
+    log.debug("jobs folder %s: job modules import as %s.<type>", folder, name)
+    return name
+
+
+def _stand_in(folder: Path, name: str, why: str) -> str:
+    digest = hashlib.sha1(str(folder).encode(), usedforsecurity=False).hexdigest()[:10]
+    stand_in = _STAND_IN_PREFIX + digest
+    if stand_in not in sys.modules:
+        _package_module(stand_in, folder)
+    log.debug("jobs folder %s cannot import as %s (%s); job modules import as %s.<type>",
+              folder, name, why, stand_in)
+    return stand_in
 
 
 def _scan_directory(path: Path) -> dict[str, str]:
@@ -250,12 +327,11 @@ def discover(jobs: str | Path | None, bindings: str | Path | None = None, *,
         return registry
     path = Path(jobs)
     if path.is_dir():
-        _ensure_dir_package()
-        registry.package = _DIR_PACKAGE
         # Job modules import the user's own packages; make the project root importable.
         root = str(path.resolve().parent)
         if root not in sys.path:
             sys.path.insert(0, root)
+        registry.package = _folder_package(path.resolve())
         user = _scan_directory(path)
     elif isinstance(jobs, str) and all(p.isidentifier() for p in jobs.split(".")):
         try:
@@ -275,7 +351,8 @@ def discover(jobs: str | Path | None, bindings: str | Path | None = None, *,
             raise InvalidJobError(
                 f"job module {origin} shadows the built-in job type {name!r}; rename the file"
             )
-        registry.types[name] = JobType(name=name, origin=origin)
+        module_name = f"{registry.package}.{name}" if path.is_dir() else None
+        registry.types[name] = JobType(name=name, origin=origin, module_name=module_name)
     return registry
 
 

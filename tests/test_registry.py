@@ -3,7 +3,11 @@ when the declaration goes), and how the jobs folder becomes job types."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -267,3 +271,94 @@ def test_the_registry_lists_the_module_defaults_it_sets(tmp_path: Path) -> None:
         "remove_delay": 120}
     assert registry.defaults("plain") == {}
     assert registry.defaults("missing") == {}
+
+
+# -- the package name job modules load under ---------------------------------------------
+
+UTIL = "def helper():\n    return 'real'\n"
+REPORT = "from ._util import helper\n\n\ndef run(params):\n    return helper()\n"
+FAILS = ("class ReportError(Exception):\n    pass\n\n\n"
+         "def run(params):\n    raise ReportError('boom')\n")
+USER_SCRIPT = """\
+from unittest import mock
+from jobtable import JobTable, WorkerJobConfig
+from jobtable.testing import drain, run_job
+with JobTable({db_url!r}, jobs="jobs") as jt:
+    print(jt.registry.package)
+    print(run_job(jt, "report"))
+    with mock.patch("jobs.report.helper", return_value="patched"):
+        print(run_job(jt, "report"))
+    jt.schedule_job(WorkerJobConfig(type="fails"))
+    [row] = drain(jt).failed
+    print(row.result["traceback"].strip().splitlines()[-1])
+"""
+
+
+@pytest.mark.parametrize("layout", ["package", "plain folder"])
+def test_job_modules_load_under_the_jobs_package_name(
+        db_url: str, tmp_path: Path, layout: str) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    if layout == "package":
+        (jobs / "__init__.py").write_text("")
+    (jobs / "_util.py").write_text(UTIL)
+    (jobs / "report.py").write_text(REPORT)
+    (jobs / "fails.py").write_text(FAILS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBTABLE_")}
+    done = subprocess.run([sys.executable, "-c", USER_SCRIPT.format(db_url=db_url)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "jobs",  # the relative import, the patch and the traceback all see jobs.*
+        "real",
+        "patched",
+        "jobs.fails.ReportError: boom"]
+
+
+def test_a_jobs_package_inside_an_application_package_keeps_its_dotted_name(
+        tmp_path: Path) -> None:
+    package = f"jt_app_{uuid.uuid4().hex[:8]}"
+    jobs = tmp_path / package / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs.parent / "__init__.py").write_text("")
+    (jobs / "__init__.py").write_text("")
+    (jobs / "_util.py").write_text(UTIL)
+    (jobs / "report.py").write_text(REPORT)
+    registry = discover(jobs)
+    assert registry.package == f"{package}.jobs"
+    jt = registry.get("report")
+    assert jt is not None and jt.module is not None, jt and jt.error
+    assert jt.module.__name__ == f"{package}.jobs.report"
+    assert sys.modules[f"{package}.jobs.report"] is jt.module
+    assert jt.run is not None and jt.run(None) == "real"
+
+
+def test_a_folder_whose_name_is_taken_loads_under_a_stand_in_name(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    jobs = tmp_path / "json"  # the standard library's json owns this name
+    jobs.mkdir()
+    (jobs / "_util.py").write_text(UTIL)
+    (jobs / "report.py").write_text(REPORT)
+    with caplog.at_level(logging.DEBUG, logger="jobtable.registry"):
+        registry = discover(jobs)
+    assert registry.package is not None and registry.package != "json"
+    assert f"cannot import as json (json is already {Path(json.__file__).parent}" \
+           in caplog.text
+    assert f"job modules import as {registry.package}.<type>" in caplog.text
+    jt = registry.get("report")
+    assert jt is not None and jt.run is not None, jt and jt.error
+    assert jt.run(None) == "real"  # relative imports work under the stand-in too
+    assert sys.modules["json"] is json
+
+
+def test_two_folders_of_one_name_in_one_process_keep_their_own_modules(
+        tmp_path: Path) -> None:
+    results = []
+    for n in (1, 2):
+        folder = write_jobs(tmp_path / str(n) / "jobs", {"which": f"def run(params):\n"
+                                                         f"    return {n}\n"}, recorder=False)
+        jt = discover(folder).get("which")
+        assert jt is not None and jt.run is not None, jt and jt.error
+        results.append(jt.run(None))
+    assert results == [1, 2]
