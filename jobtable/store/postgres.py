@@ -264,7 +264,7 @@ class PostgresStore(Store):
 
     def _delete_removable(self, tx: Any, now: datetime, failed_before: datetime,
                           keep_id: int, batch: int) -> int:
-        cur = tx.conn.execute(_QUERIES["delete_removable"], {
+        cur = tx.conn.execute(query(_QUERIES, "delete_removable", "postgres"), {
             "now": now, "failed_before": failed_before, "keep": keep_id, "batch": batch})
         return int(cur.rowcount)
 

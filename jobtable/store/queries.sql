@@ -2,14 +2,6 @@
 -- store rewrites them to psycopg's %(name)s. TRUE/FALSE work on SQLite >= 3.23.
 -- Timestamps are parameters, never the database clock, so both dialects agree.
 
--- name: cancel_matching
--- Rule 2: matching pending = same type and user_id, unfinished, and not started or
--- started longer ago than the stale limit.
-UPDATE worker_jobs
-SET finished = :now, success = FALSE, cancelled = TRUE, result = :result, updated_at = :now
-WHERE type = :type AND user_id = :user_id AND finished IS NULL
-  AND (started IS NULL OR started < :stale)
-
 -- name: unfinished_for_pair
 SELECT * FROM worker_jobs
 WHERE type = :type AND user_id = :user_id AND finished IS NULL

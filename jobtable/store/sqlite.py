@@ -248,7 +248,7 @@ class SqliteStore(Store):
 
     def _delete_removable(self, tx: Any, now: datetime, failed_before: datetime,
                           keep_id: int, batch: int) -> int:
-        cur = tx.conn.execute(_QUERIES["delete_removable"], {
+        cur = tx.conn.execute(query(_QUERIES, "delete_removable", "sqlite"), {
             "now": self._t(now), "failed_before": self._t(failed_before), "keep": keep_id,
             "batch": batch})
         return int(cur.rowcount)
