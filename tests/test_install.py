@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import tomllib
 from pathlib import Path
@@ -149,3 +151,30 @@ def test_a_script_that_forgets_close_exits_promptly(pg_url: str, tmp_path: Path)
     assert out.strip() == "1"
     assert "couldn't stop thread" not in err
 
+
+
+@pytest.mark.slow
+def test_the_sdist_carries_the_licence_the_changelog_and_the_metadata(tmp_path: Path) -> None:
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout.splitlines()
+    source = tmp_path / "src"
+    for name in listed:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path),
+                    str(source)], check=True, capture_output=True, timeout=300)
+    [sdist] = tmp_path.glob("jobtable-*.tar.gz")
+    top = f"jobtable-{jobtable.__version__}"
+    with tarfile.open(sdist) as tar:
+        names = set(tar.getnames())
+        metadata = tar.extractfile(f"{top}/PKG-INFO")
+        assert metadata is not None
+        info = metadata.read().decode()
+    for name in ("LICENSE", "CHANGELOG.md", "README.md", "jobtable/store/queries.sql"):
+        assert f"{top}/{name}" in names
+    assert "License-Expression: MIT" in info
+    assert "License-File: LICENSE" in info
+    assert "Classifier: Programming Language :: Python :: 3.13" in info
+    assert "Project-URL: Changelog, " in info
+    assert "Provides-Extra: dashboard" in info
