@@ -28,11 +28,11 @@ from typing import Any
 from jobtable.bindings import data_dict
 from jobtable.client import JobTable
 from jobtable.errors import InvalidDataError, InvalidJobError
-from jobtable.execution import bootstrap_app, job_logger
 from jobtable.model import JobParams, JobStatus, WorkerJob, WorkerJobConfig
 from jobtable.registry import JobType
 from jobtable.timeutil import utcnow
 from jobtable.worker import Worker
+from jobtable.worker.execution import bootstrap_app, job_logger
 
 __all__ = [
     "Drained",
@@ -161,23 +161,6 @@ class Drained:
         return [j for j in self.jobs if j.status == JobStatus.FAILED]
 
 
-class _DrainWorker(Worker):
-    def __init__(self, jt: JobTable, *, app: Any, concurrency: int | None,
-                 max_jobs: int) -> None:
-        super().__init__(jt, concurrency=concurrency, burst=True, app=app,
-                         worker_id=None, schedule_builtins=False)
-        self.ran: list[int] = []
-        self.max_jobs = max_jobs
-        self.over_limit = False
-
-    def _start(self, job: WorkerJob) -> None:
-        self.ran.append(job.id)
-        super()._start(job)
-        if len(self.ran) >= self.max_jobs and not self.over_limit:
-            self.over_limit = True
-            self.request_stop()
-
-
 def drain(jt: JobTable, *, app: Any = _UNSET, concurrency: int | None = None,
           max_jobs: int = 1000) -> Drained:
     """Run every job due in the table now, as a worker would, until none is due; jobs
@@ -192,14 +175,17 @@ async def drain_async(jt: JobTable, *, app: Any = _UNSET, concurrency: int | Non
                       max_jobs: int = 1000) -> Drained:
     """``drain`` for async tests."""
     resolved = await _resolve_app(jt, app)
-    worker = _DrainWorker(jt, app=resolved, concurrency=concurrency, max_jobs=max_jobs)
+    ran: list[int] = []
+    worker = Worker(jt, concurrency=concurrency, burst=True, app=resolved,
+                    schedule_builtins=False, max_jobs=max_jobs,
+                    on_claim=lambda job: ran.append(job.id))
     await worker.run()
     rows = []
-    for job_id in worker.ran:
+    for job_id in ran:
         row = await jt.get_job_async(job_id)
         if row is not None:
             rows.append(row)
-    if worker.over_limit:
+    if worker.limit_reached:
         raise AssertionError(
             f"drain ran {max_jobs} jobs and stopped: jobs keep scheduling jobs that are due "
             "at once (a retry without delay of a job that always fails?); pass max_jobs= "

@@ -5,6 +5,8 @@ fenced completion) are implemented here once, on top of a few dialect primitives
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -107,6 +109,36 @@ class RescueReport:
 
     reset: list[int]
     failed: list[int]
+
+
+class Wakeups:
+    """Tells a worker that something may have become due in another process.
+
+    ``start()`` begins watching and sets ``event`` on each signal; ``stop()`` ends it.
+    ``listening`` is True while the database pushes signals (PostgreSQL ``LISTEN``),
+    so that polling is only a safety net. This base watches nothing.
+    """
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self.event = event
+        self.listening = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Begin watching in a task of the running loop."""
+        self._task = asyncio.create_task(self._watch(), name="wakeups")
+
+    async def stop(self) -> None:
+        """Stop watching and release the connection it used."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.listening = False
+
+    async def _watch(self) -> None:
+        return
 
 
 class Store(ABC):
@@ -525,6 +557,19 @@ class Store(ABC):
     def cancel_result(self) -> Any:
         """The ``result`` of a job cancelled by a newer one."""
         return self._json({"error": CANCELLED_MESSAGE})
+
+    # -- worker support: wake-ups and driver errors ---------------------------------
+    # The worker uses only these, so that it never imports a driver or asks which
+    # database it runs on.
+
+    def wakeups(self, event: asyncio.Event) -> Wakeups:
+        """A watcher that sets ``event`` when another process may have made a job due."""
+        return Wakeups(event)
+
+    @classmethod
+    def is_transient(cls, exc: BaseException) -> bool:
+        """True for errors that retrying can cure: a lost connection, a busy database."""
+        return isinstance(exc, (ConnectionError, TimeoutError, OSError))
 
     def __enter__(self) -> Store:
         return self

@@ -7,6 +7,9 @@ transaction-scoped advisory lock; batches travel as arrays in one statement.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import re
 import socket
 import threading
@@ -17,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -25,12 +29,21 @@ from jobtable import rules
 from jobtable._atexit import close_at_exit
 from jobtable.errors import DatabaseUnavailableError, MigrationError
 from jobtable.model import NewJob, Outcome, WorkerJob
-from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries, pair_key, query
+from jobtable.store.base import (
+    DEFAULT_STALE_LIMIT,
+    Row,
+    Store,
+    Wakeups,
+    load_queries,
+    pair_key,
+    query,
+)
 from jobtable.timeutil import utcnow
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MIGRATION_LOCK = 0x6A6F627461626C65  # "jobtable": serialises concurrent migrators
 CHANNEL = "jobtable"  # the NOTIFY channel, also named in the SQL that notifies
+_log = logging.getLogger("jobtable.worker")  # wake-ups are the worker's concern
 
 
 def _psycopg_sql(sql: str) -> str:
@@ -155,6 +168,19 @@ class PostgresStore(Store):
                 self._hb_conn.close()
         self.pool.close()
 
+    # -- worker support: wake-ups and driver errors ---------------------------------
+
+    def wakeups(self, event: asyncio.Event) -> Wakeups:
+        """``LISTEN`` on a connection of its own; reconnects with backoff when lost."""
+        return _ListenWakeups(event, self.url)
+
+    @classmethod
+    def is_transient(cls, exc: BaseException) -> bool:
+        """A lost connection, a pool timeout, a serialisation failure or a deadlock."""
+        return super().is_transient(exc) or isinstance(exc, (
+            psycopg.OperationalError, psycopg_pool.PoolTimeout,
+            psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected))
+
     # -- migrations ------------------------------------------------------------
 
     def _migration_files(self) -> list[tuple[int, str, str]]:
@@ -271,6 +297,34 @@ class PostgresStore(Store):
     def _time(self, value: Any) -> datetime:
         assert isinstance(value, datetime)
         return value.astimezone(UTC)
+
+
+class _ListenWakeups(Wakeups):
+    def __init__(self, event: asyncio.Event, url: str) -> None:
+        super().__init__(event)
+        self.url = url
+
+    async def _watch(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening = True
+                    self.event.set()  # catch up on anything scheduled while we were away
+                    delay = 0.1
+                    async for _ in conn.notifies():
+                        self.event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.listening:
+                    _log.warning("lost the LISTEN connection (%s); polling until it is back",
+                                 _first_line(exc))
+                self.listening = False
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 10.0)
 
 
 def _safe(url: str) -> str:

@@ -8,6 +8,7 @@ One connection per process, guarded by a lock: SQLite serialises writers anyway.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sqlite3
@@ -22,7 +23,7 @@ from typing import Any
 
 from jobtable.errors import DatabaseUnavailableError, MigrationError
 from jobtable.model import NewJob, Outcome, WorkerJob
-from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, load_queries, query
+from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, Wakeups, load_queries, query
 from jobtable.timeutil import format_sqlite, parse_sqlite
 
 _QUERIES = load_queries("queries.sql", "queries_sqlite.sql")
@@ -118,6 +119,17 @@ class SqliteStore(Store):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    # -- worker support: wake-ups and driver errors ---------------------------------
+
+    def wakeups(self, event: asyncio.Event) -> Wakeups:
+        """Sets ``event`` when another process commits to this database file."""
+        return _DataVersionWakeups(event, self.path)
+
+    @classmethod
+    def is_transient(cls, exc: BaseException) -> bool:
+        """A lost connection, or a locked or busy database file."""
+        return super().is_transient(exc) or isinstance(exc, sqlite3.OperationalError)
 
     # -- migrations ------------------------------------------------------------
 
@@ -252,6 +264,30 @@ class SqliteStore(Store):
             "now": self._t(now), "failed_before": self._t(failed_before), "keep": keep_id,
             "batch": batch})
         return int(cur.rowcount)
+
+
+class _DataVersionWakeups(Wakeups):
+    """Watches ``PRAGMA data_version``, which changes when another connection commits."""
+
+    def __init__(self, event: asyncio.Event, path: str) -> None:
+        super().__init__(event)
+        self.path = path
+
+    async def _watch(self) -> None:
+        conn = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            last = None
+            while True:
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error:
+                    version = None
+                if last is not None and version != last:
+                    self.event.set()
+                last = version
+                await asyncio.sleep(0.02)
+        finally:
+            conn.close()
 
 
 def _split_sql(sql: str) -> list[str]:

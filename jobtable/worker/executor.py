@@ -1,0 +1,151 @@
+"""The executor: runs each claimed job as a task (in this process, or in an isolated child
+process when it is a suspect), gives crashed isolated runs back, and hands every other
+outcome to the completer."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor as _Executor
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from jobtable import scheduling
+from jobtable.client import JobTable
+from jobtable.model import Outcome, WorkerJob
+from jobtable.timeutil import utcnow
+from jobtable.worker.execution import RunResult, job_timeout, run_job
+from jobtable.worker.shared import Shared
+
+log = logging.getLogger("jobtable.worker")
+T = TypeVar("T")
+
+
+class _JobThreads(_Executor):
+    """A thread pool for plain-``def`` jobs that knows how many are running."""
+
+    def __init__(self, size: int) -> None:
+        self._pool = ThreadPoolExecutor(size, thread_name_prefix="jobtable-job")
+        self._busy = 0
+        self._idle = threading.Condition()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        def tracked() -> T:
+            with self._idle:
+                self._busy += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+
+        return self._pool.submit(tracked)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def still_running(self, within: float) -> int:
+        """Jobs still running in threads after waiting up to ``within`` seconds."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, within)
+            return self._busy
+
+
+class JobExecutor:
+    """Runs jobs as tasks; ``stop()`` gives running jobs the grace period, then cancels."""
+
+    def __init__(self, jobtable: JobTable, shared: Shared, app: Any,
+                 report: Callable[[Outcome], None]) -> None:
+        self.jt = jobtable
+        self.settings = jobtable.settings
+        self.shared = shared
+        self.app = app
+        self.report = report
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self.forced = False
+        self.lingering = 0
+        self._threads = _JobThreads(shared.concurrency)
+        stale = self.settings.stale_limit
+        self._max_timeout = stale - min(stale * 0.1, timedelta(seconds=60))
+
+    async def start(self) -> None:
+        """Nothing to start: jobs are started one by one with ``run``."""
+
+    def run(self, job: WorkerJob) -> None:
+        """Start running a claimed job."""
+        self.shared.stats.claimed += 1
+        self.shared.held.add(job.id)
+        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        self.running[job.id] = task
+        task.add_done_callback(functools.partial(self._finished_task, job.id))
+
+    def force(self) -> None:
+        """Interrupt every running job now."""
+        self.forced = True
+        for task in self.running.values():
+            task.cancel()
+
+    async def stop(self) -> None:
+        """Wait up to the grace period for running jobs, cancel the rest, let go of the
+        threads; ``lingering`` counts plain-``def`` jobs that are still running."""
+        if self.running:
+            tasks = list(self.running.values())
+            grace = self.settings.grace_period.total_seconds()
+            if not self.forced:
+                log.info("waiting up to %gs for %d running jobs", grace, len(tasks))
+                await asyncio.wait(tasks, timeout=grace)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def release_threads(self) -> None:
+        """Shut the job threads down; idle ones exit, those still running a job stay."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.lingering = self._threads.still_running(0.2)
+
+    def _finished_task(self, job_id: int, _task: asyncio.Task[None]) -> None:
+        self.running.pop(job_id, None)
+        self.shared.slot_free.set()
+
+    async def _execute(self, job: WorkerJob) -> None:
+        outcome = await self._run_job(job)
+        if outcome.release:
+            await self._release(job)
+            return
+        if outcome.success:
+            self.shared.stats.succeeded += 1
+        else:
+            self.shared.stats.failed += 1
+        follow = scheduling.follow_up(job, outcome.success, utcnow(), retry=outcome.retry)
+        self.report(Outcome(job=job, success=outcome.success, result=outcome.result,
+                            follow_up=follow))
+
+    async def _release(self, job: WorkerJob) -> None:
+        """Give a claimed job back: pending again, its attempt counted."""
+        delay = 0.05
+        while True:
+            try:
+                await asyncio.to_thread(self.shared.store.release_claim, job.id, job.attempts)
+                break
+            except Exception as exc:
+                await self.shared.database_trouble("release", exc, delay)
+                delay = min(delay * 2, 5.0)
+        self.shared.held.discard(job.id)
+        self.shared.slot_free.set()
+
+    async def _run_job(self, job: WorkerJob) -> RunResult:
+        timeout = job_timeout(self.jt, job.type, self._max_timeout)
+        grace = self.settings.grace_period.total_seconds()
+        if job.attempts > 1 and self.settings.isolate_suspects:
+            # Imported here: the child process runs that module as its main.
+            from jobtable.worker.isolated import run_isolated
+
+            # Claimed before and never finished: it may be what killed a worker.
+            return await run_isolated(self.settings, job, timeout, grace,
+                                      last_attempt=job.attempts >= self.settings.max_attempts)
+        return await run_job(self.jt, self.app, job, self._threads, timeout, grace)
