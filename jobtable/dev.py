@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,8 @@ from jobtable.cli.options import (
     setup_logging,
     worker_options,
 )
+from jobtable.process import ChildProcess
 from jobtable.settings import Settings, load_settings
-from jobtable.supervisor import PARENT_ENV
 
 PREFIX = "jobtable dev:"
 
@@ -173,12 +172,11 @@ class DevLoop:
         self.paths = self._watch_paths(extra_paths)
         self.stop_event = threading.Event()
         self.signals = 0
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker: ChildProcess | None = None
         self.broken: list[str] = []
         self.known = {str(f) for p in self.paths
                       for f in ([p] if p.is_file() else p.rglob("*.py"))}
         self.reported_exit = False
-        self.stop_sent = False
 
     # -- output ---------------------------------------------------------------------
 
@@ -264,37 +262,25 @@ class DevLoop:
     def start_worker(self) -> None:
         """Start ``jobtable worker`` as a child process."""
         # The worker reads the registry from the bindings this loop writes.
-        env = dict(os.environ, **{PARENT_ENV: str(os.getpid()),
-                                  "JOBTABLE_BINDINGS": str(self.location.bindings)})
+        env = dict(os.environ, JOBTABLE_BINDINGS=str(self.location.bindings))
         # Own session: a terminal's Ctrl-C reaches this loop only, which then stops the
         # worker once, gracefully (a second signal would mean "interrupt jobs now").
-        self.worker = subprocess.Popen([sys.executable, "-m", "jobtable", "worker",
-                                        *self.worker_args], env=env, start_new_session=True)
+        self.worker = ChildProcess.start([sys.executable, "-m", "jobtable", "worker",
+                                          *self.worker_args], env=env)
         self.reported_exit = False
-        self.stop_sent = False
 
     def ask_worker_to_stop(self) -> None:
         """SIGTERM the worker once (a second signal would interrupt its running jobs)."""
-        proc = self.worker
-        if proc is not None and proc.poll() is None and not self.stop_sent:
-            self.stop_sent = True
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+        if self.worker is not None:
+            self.worker.ask_to_stop()
 
     def stop_worker(self) -> None:
         """Stop the worker and wait: running jobs get the grace period."""
         proc = self.worker
         if proc is None:
             return
-        if proc.poll() is None:
-            self.ask_worker_to_stop()
-            deadline = time.monotonic() + self.settings.grace_period.total_seconds() + 15
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if proc.poll() is None:
-                self.say(f"worker (pid {proc.pid}) did not stop in time; killing it")
-                proc.kill()
-        proc.wait()
+        proc.stop(self.settings.grace_period.total_seconds() + 15, on_force=lambda: self.say(
+            f"worker (pid {proc.pid}) did not stop in time; killing it"))
         self.worker = None
 
     def check_worker(self) -> None:
@@ -310,9 +296,8 @@ class DevLoop:
         self.signals += 1
         self.stop_event.set()
         proc = self.worker
-        if self.signals > 1 and proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)  # the worker's "interrupt running jobs"
+        if self.signals > 1 and proc is not None:
+            proc.signal(signal.SIGINT)  # the worker's "interrupt running jobs"
 
     def on_changes(self, changes: set[tuple[Any, str]]) -> None:
         """Regenerate and restart, saying in one line what changed."""

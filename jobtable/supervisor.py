@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from jobtable.process import PARENT_ENV, ChildProcess, parent_alive
+
 log = logging.getLogger("jobtable.supervisor")
-PARENT_ENV = "JOBTABLE_SUPERVISOR_PID"
+__all__ = ["PARENT_ENV", "Supervisor", "child_command", "resolve_processes", "watch_parent"]
 
 
 def resolve_processes(value: str | int) -> int:
@@ -35,7 +35,7 @@ def resolve_processes(value: str | int) -> int:
 @dataclass
 class _Child:
     index: int
-    proc: subprocess.Popen[bytes]
+    proc: ChildProcess
     started: float = field(default_factory=time.monotonic)
     failures: int = 0
 
@@ -52,10 +52,9 @@ class Supervisor:
         self._signals = 0
 
     def _spawn(self, index: int, failures: int = 0) -> None:
-        env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
-        # Own process group: a terminal's Ctrl-C reaches the supervisor only, which
-        # then stops every child once (a second signal would mean "force").
-        proc = subprocess.Popen(self.command, env=env, start_new_session=True)
+        # Own session: a terminal's Ctrl-C reaches the supervisor only, which then
+        # stops every child once (a second signal would mean "force").
+        proc = ChildProcess.start(self.command)
         self.children[index] = _Child(index=index, proc=proc, failures=failures)
         log.info("started worker process %d (pid %d)", index, proc.pid)
 
@@ -64,9 +63,7 @@ class Supervisor:
         self._stopping = True
         sig = signal.SIGTERM if self._signals == 1 else signal.SIGINT
         for child in self.children.values():
-            if child.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.proc.send_signal(sig)
+            child.proc.signal(sig)
 
     def run(self) -> int:
         """Supervise until stopped; return 0 when every child stopped cleanly."""
@@ -115,7 +112,7 @@ class Supervisor:
 
 def watch_parent(expected: int | None) -> bool:
     """True while the supervisor that started this process is still our parent."""
-    return expected is None or os.getppid() == expected
+    return parent_alive(expected)
 
 
 def child_command(argv: Sequence[str]) -> list[str]:

@@ -9,7 +9,6 @@ while innocent jobs that merely shared the dead worker succeed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -17,14 +16,13 @@ import os
 import signal
 import sys
 import tempfile
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from jobtable.model import WorkerJob
+from jobtable.process import AsyncChildProcess, describe_exit, die_with_parent
 from jobtable.settings import Settings
 from jobtable.worker.execution import RunResult
 
@@ -40,15 +38,6 @@ def _settings_to_json(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
 async def run_isolated(settings: Settings, job: WorkerJob, timeout: float, grace: float, *,
                        last_attempt: bool) -> RunResult:
     """Run ``job`` in a child process and return how it ended.
@@ -59,23 +48,23 @@ async def run_isolated(settings: Settings, job: WorkerJob, timeout: float, grace
     with tempfile.TemporaryDirectory(prefix="jobtable-") as folder:
         out = Path(folder) / "result.json"
         spec = {"settings": _settings_to_json(settings), "job_id": job.id,
-                "token": job.attempts, "timeout": timeout, "grace": grace, "out": str(out),
-                "parent": os.getpid()}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "jobtable.worker.isolated", stdin=asyncio.subprocess.PIPE)
-        assert proc.stdin is not None
+                "token": job.attempts, "timeout": timeout, "grace": grace, "out": str(out)}
+        child = await AsyncChildProcess.start(
+            [sys.executable, "-m", "jobtable.worker.isolated"], stdin=asyncio.subprocess.PIPE)
+        stdin = child.proc.stdin
+        assert stdin is not None
         try:
-            proc.stdin.write(json.dumps(spec).encode())
-            await proc.stdin.drain()
-            proc.stdin.close()
-            code = await asyncio.wait_for(proc.wait(), timeout + _STARTUP_ALLOWANCE)
+            stdin.write(json.dumps(spec).encode())
+            await stdin.drain()
+            stdin.close()
+            code = await asyncio.wait_for(child.wait(), timeout + _STARTUP_ALLOWANCE)
         except BaseException:
-            await _terminate(proc, grace)
+            await child.stop(max(grace, 1.0))
             raise
         if code == 0 and out.exists():
             data = json.loads(out.read_text())
             return RunResult(bool(data["success"]), data["result"], bool(data["retry"]))
-    how = _describe_exit(code)
+    how = describe_exit(code)
     if not last_attempt:
         log.warning("job %d crashed its isolated process (%s) on attempt %d; it will run "
                     "again", job.id, how, job.attempts)
@@ -86,19 +75,6 @@ async def run_isolated(settings: Settings, job: WorkerJob, timeout: float, grace
         "error": f"Job crashed its process ({how}) on each of {job.attempts} attempts; "
                  "it is not retried",
         "exception": "WorkerCrash"}, retry=False)
-
-
-async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), max(grace, 1.0))
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
 
 
 async def _child(spec: dict[str, Any]) -> RunResult:
@@ -121,33 +97,12 @@ async def _child(spec: dict[str, Any]) -> RunResult:
         jt.close()
 
 
-def _die_with_parent(parent: int) -> None:
-    """Never outlive the worker: a job still running after its worker died would run
-    twice at once once the job is rescued."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent:
-                os._exit(70)
-            time.sleep(0.2)
-
-    if os.getppid() != parent:
-        os._exit(70)
-    threading.Thread(target=watch, name="jobtable-parent-watch", daemon=True).start()
-
-
 def main() -> None:
     """Entry point of the child: read the spec on stdin, write the outcome to a file."""
     spec = json.loads(sys.stdin.read())
-    _die_with_parent(int(spec["parent"]))
+    # Never outlive the worker: a job still running after its worker died would run
+    # twice at once once the job is rescued.
+    die_with_parent()
     level = str(spec["settings"].get("log_level", "INFO")).upper()
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
