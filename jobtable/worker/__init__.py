@@ -27,7 +27,12 @@ def is_transient(exc: BaseException) -> bool:
 
     Deprecated: ask the store (``store.is_transient(exc)``), which knows its driver.
     """
-    from jobtable.store.postgres import PostgresStore
     from jobtable.store.sqlite import SqliteStore
 
-    return SqliteStore.is_transient(exc) or PostgresStore.is_transient(exc)
+    if SqliteStore.is_transient(exc):
+        return True
+    try:
+        from jobtable.store.postgres import PostgresStore
+    except ImportError:  # no libpq here: not a PostgreSQL error either
+        return False
+    return PostgresStore.is_transient(exc)

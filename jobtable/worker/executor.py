@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from jobtable import scheduling
+from jobtable import rules
 from jobtable.client import JobTable
 from jobtable.model import Outcome, WorkerJob
 from jobtable.timeutil import utcnow
@@ -121,7 +121,7 @@ class JobExecutor:
             self.shared.stats.succeeded += 1
         else:
             self.shared.stats.failed += 1
-        follow = scheduling.follow_up(job, outcome.success, utcnow(), retry=outcome.retry)
+        follow = rules.follow_up(job, outcome.success, utcnow(), retry=outcome.retry)
         self.report(Outcome(job=job, success=outcome.success, result=outcome.result,
                             follow_up=follow))
 
