@@ -175,6 +175,26 @@ def test_an_application_and_its_worker_never_import_the_generator(project: Path)
     assert done.stdout.strip() == "1 []"
 
 
+def test_the_worker_command_never_imports_the_generator(project: Path) -> None:
+    cli("codegen", cwd=project, check=True)
+    script = textwrap.dedent("""\
+        import sys
+        from jobtable.cli import main
+        main(["schedule", "tally", "--data", '{"step": 3}'], standalone_mode=False)
+        try:
+            main(["worker", "--burst"], standalone_mode=False)
+        finally:
+            print([m for m in sys.modules if "codegen" in m or m == "jobtable.dev"])
+        """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=project, env=clean_env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    with JobTable(f"sqlite:///{project / 'jobtable.db'}", jobs=project / "jobs") as jt:
+        row = jt.get_job(1)
+        assert row is not None and row.result == 3  # the worker ran it
+
+
 def test_generated_functions_schedule_checked_rows(project: Path, db_url: str) -> None:
     cli("codegen", cwd=project, check=True)
     script = textwrap.dedent(f"""\
