@@ -119,7 +119,8 @@ def init_command(directory: str) -> None:
         click.echo(f"skipped {shown(path)} (exists; left as it was)")
     if (table := project.missing_settings()) is not None:
         click.echo(f"\nadd to pyproject.toml:\n{table}")
-    click.echo(f"\nnext: cd {shown(project.root)} && jobtable dev   (see its README.md)")
+    where = "" if project.root == Path.cwd().resolve() else f"cd {shown(project.root)} && "
+    click.echo(f"\nnext: {where}jobtable dev   (see its README.md)")
 
 
 # -- jobtable dev ----------------------------------------------------------------------

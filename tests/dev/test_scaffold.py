@@ -86,6 +86,7 @@ def test_init_into_an_existing_folder_adds_what_is_missing_and_overwrites_nothin
     for name in ("pyproject.toml", "README.md", "jobs/heartbeat.py"):
         assert f"skipped {name} (exists; left as it was)" in done.stdout
     assert "created jobs/send_welcome.py" in done.stdout
+    assert "next: jobtable dev   (see its README.md)" in done.stdout
     assert (root / "legacy" / "bootstrap.py").is_file()
     assert (root / "tests" / "test_jobs.py").is_file()
     assert (root / "jobs" / "_generated.py").is_file()
