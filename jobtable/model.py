@@ -34,16 +34,55 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+MAX_JSON_DEPTH = 100
+"""How deeply objects and lists may nest in job data and results. Deeper values are
+refused with ``InvalidDataError`` (they would otherwise exhaust Python's recursion
+limit while being written, read or shown)."""
+
+
+def too_deep(limit: int = MAX_JSON_DEPTH) -> str:
+    """The end of the error for a value nested deeper than ``limit``: "data " + this."""
+    return (f"is nested more than {limit} levels deep (objects and lists inside one "
+            f"another, or a value that contains itself); the limit is {limit} levels: "
+            "flatten it, or store the deep part elsewhere and pass a reference")
+
+
+def nesting_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """``"is nested more than N levels deep ..."`` when objects and lists in ``value``
+    nest deeper than ``limit``, else None. Iterative, so any depth (or a value that
+    contains itself) is measured without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return too_deep(limit)
+        stack.extend((child, depth) for child in children
+                     if isinstance(child, (dict, list, tuple)))
+    return None
+
+
 def dump_json(value: Any, what: str) -> str:
-    """Serialise ``value`` to JSON text, or raise ``InvalidDataError`` naming ``what``."""
+    """Serialise ``value`` to JSON text, or raise ``InvalidDataError`` naming ``what``
+    (not serialisable, nested deeper than ``MAX_JSON_DEPTH``, or unstorable text)."""
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise InvalidDataError(f"{what} {nesting_problem(value)}") from None
     except (TypeError, ValueError) as exc:
         raise InvalidDataError(
             f"{what} is not JSON-serialisable ({exc}); use dicts, lists, strings, numbers, "
             "booleans and None"
         ) from None
-    problem = unstorable_text(value)
+    problem = _scan(value, 0)
+    if problem is _TOO_DEEP:
+        raise InvalidDataError(f"{what} {nesting_problem(value)}")
     if problem:
         raise InvalidDataError(
             f"{what} contains {problem}, which the database cannot store in JSON; remove it "
@@ -51,10 +90,21 @@ def dump_json(value: Any, what: str) -> str:
     return text
 
 
+_TOO_DEEP = "objects and lists nested more than MAX_JSON_DEPTH levels deep"
+
+
 def unstorable_text(value: Any) -> str | None:
     """What in ``value`` PostgreSQL's jsonb would refuse, if anything: the NUL character
     or an unpaired surrogate (undecodable bytes). Refused on SQLite too, so that both
-    databases accept the same data."""
+    databases accept the same data. Parts nested deeper than ``MAX_JSON_DEPTH`` are
+    not looked into (``nesting_problem`` refuses those)."""
+    problem = _scan(value, 0)
+    return None if problem is _TOO_DEEP else problem
+
+
+def _scan(value: Any, depth: int) -> str | None:
+    # One recursive pass for both checks: it stops at MAX_JSON_DEPTH, far below
+    # Python's recursion limit.
     if isinstance(value, str):
         if "\x00" in value:
             return "the NUL character \\u0000"
@@ -69,8 +119,10 @@ def unstorable_text(value: Any) -> str | None:
         items = value
     else:
         return None
+    if depth >= MAX_JSON_DEPTH:
+        return _TOO_DEEP
     for item in items:
-        problem = unstorable_text(item)
+        problem = _scan(item, depth + 1)
         if problem:
             return problem
     return None

@@ -1,4 +1,4 @@
-"""Checking job data against a job module's ``Data`` declaration.
+"""Checking job data: reading it from JSON text, and against a job module's ``Data``.
 
 ``Data`` may be a ``TypedDict``, a dataclass or a pydantic model. The check is
 structural: required keys present, no unknown keys, and values of the declared
@@ -8,9 +8,77 @@ plain types (str, int, float, bool, list, dict, Literal, Optional, unions).
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, is_typeddict
+from pathlib import Path
+from typing import (
+    IO,
+    Any,
+    Literal,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
+
+from jobtable.errors import InvalidDataError
+from jobtable.model import nesting_problem, too_deep
+
+
+def parse_json_data(text: str, what: str = "data") -> dict[str, Any]:
+    """Job data from JSON text: a JSON object nested at most ``MAX_JSON_DEPTH`` levels
+    deep. Raises ``InvalidDataError`` naming ``what`` and the problem."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise InvalidDataError(f"{what} {too_deep()}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidDataError(f"{what} is not valid JSON: {exc}; give a JSON object such "
+                               'as \'{"to": "a@b.c"}\'') from None
+    deep = nesting_problem(value)
+    if deep:
+        raise InvalidDataError(f"{what} {deep}")
+    if not isinstance(value, dict):
+        raise InvalidDataError(
+            f"{what} must be a dict (a JSON object), got {type(value).__name__}")
+    return value
+
+
+def read_job_data(data: str | None, data_file: str | Path | None,
+                  stdin: IO[str] | None = None) -> dict[str, Any]:
+    """Job data from the command line: ``--data JSON`` (``-`` reads standard input) or
+    ``--data-file PATH`` (``-`` too), at most one of them; ``{}`` when neither is given.
+    Raises ``InvalidDataError`` naming the option and the problem."""
+    if data is not None and data_file is not None:
+        raise InvalidDataError("give the job data once: --data or --data-file, not both")
+    if data_file is not None:
+        what = f"--data-file {str(data_file)!r}"
+        if str(data_file) == "-":
+            return parse_json_data(_read_stdin(stdin, "--data-file -"), "--data-file -")
+        try:
+            text = Path(data_file).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InvalidDataError(f"{what} is not UTF-8 text; save the JSON as UTF-8") \
+                from None
+        except OSError as exc:
+            raise InvalidDataError(
+                f"cannot read {what}: {exc.strerror or exc}; give the path of a file "
+                "holding a JSON object") from None
+        return parse_json_data(text, what)
+    if data == "-":
+        return parse_json_data(_read_stdin(stdin, "--data -"), "--data -")
+    return parse_json_data("{}" if data is None else data, "--data")
+
+
+def _read_stdin(stdin: IO[str] | None, what: str) -> str:
+    stream = sys.stdin if stdin is None else stdin
+    try:
+        return stream.read()
+    except UnicodeDecodeError:
+        raise InvalidDataError(f"{what}: standard input is not UTF-8 text") from None
 
 
 def _type_name(tp: Any) -> str:

@@ -3,19 +3,32 @@ is accepted, and the table is left exactly as it was."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import RECORD_JOB, now, open_table, row_count, run_cli, write_jobs
+from helpers import (
+    RECORD_JOB,
+    now,
+    open_table,
+    row_count,
+    run_burst,
+    run_cli,
+    subprocess_env,
+    write_jobs,
+)
 
 from jobtable import (
     InvalidCronError,
     InvalidDataError,
     InvalidJobError,
+    JobStatus,
     JobTable,
     UnknownJobTypeError,
     WorkerJobConfig,
@@ -24,6 +37,23 @@ from jobtable import (
 
 def _config(**fields: Any) -> WorkerJobConfig:
     return WorkerJobConfig(**{"type": "note", "user_id": 1, **fields})
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """Objects inside one another, ``levels`` deep (``{}`` is one level)."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+DEEP = ["is nested more than 100 levels deep", "the limit is 100 levels"]
+
+
+def _itself() -> dict[str, Any]:
+    loop: list[Any] = []
+    loop.append(loop)
+    return {"loop": loop}
 
 
 Case = tuple[Callable[[JobTable], object], type[Exception], list[str]]
@@ -102,6 +132,22 @@ CASES: dict[str, Case] = {
                                     + [_config(type="nothere")]
                                     + [_config(user_id=9)]),
         UnknownJobTypeError, ["unknown job type 'nothere'"]),
+    "data nested 100,000 levels deep": (
+        lambda jt: jt.schedule_job(_config(data=_nested(100_000))),
+        InvalidDataError, ["data " + DEEP[0], DEEP[1]]),
+    "data nested one level past the limit": (
+        lambda jt: jt.schedule_job(_config(data={"x": [_nested(100)]})),
+        InvalidDataError, ["data " + DEEP[0], DEEP[1]]),
+    "data that contains itself": (
+        lambda jt: jt.schedule_job(_config(data=_itself())),
+        InvalidDataError, ["data "]),
+    "cron job with data nested too deep": (
+        lambda jt: jt.schedule_cron_job(_config(data=_nested(5_000)), "0 * * * *"),
+        InvalidDataError, DEEP),
+    "bulk with one item nested too deep": (
+        lambda jt: jt.schedule_jobs([_config(user_id=1), _config(user_id=2,
+                                                                 data=_nested(100_000))]),
+        InvalidDataError, DEEP),
     "bulk with one bad data item": (
         lambda jt: jt.schedule_jobs([_config(user_id=1), _config(user_id=2, data={"x": {1}})]),
         InvalidDataError, ["not JSON-serialisable", "set"]),
@@ -148,10 +194,32 @@ def test_a_good_bulk_after_a_refused_one_writes_every_row(db_url: str, jobs: Pat
     (["note", "--cron", "0 0 99 * * *"], ["field 3 (hour)"]),
     (["note", "--cron", "0 * * * *", "--timezone", "Nowhere/City"], ["unknown time zone"]),
     (["note", "--retry-delay", "soon"], ["cannot read --retry-delay 'soon'"]),
+    (["note", "--data", "1" + "[" * 5000 + "]" * 5000], ["--data is not valid JSON"]),
+    (["note", "--data", '{"a":' * 5000 + "{}" + "}" * 5000], ["--data " + DEEP[0], DEEP[1]]),
+    (["note", "--data", '{"a":' * 100 + "[]" + "}" * 100], ["--data " + DEEP[0]]),
+    (["note", "--data", "[" * 50_000 + "]" * 50_000], ["--data " + DEEP[0]]),
+    (["note", "--data-file", "{tmp}/deep.json"], ["--data-file", DEEP[0], DEEP[1]]),
+    (["note", "--data-file", "{tmp}/missing.json"],
+     ["cannot read --data-file", "missing.json", "No such file"]),
+    (["note", "--data-file", "{tmp}/bad.json"], ["--data-file", "bad.json",
+                                                 "is not valid JSON", "JSON object"]),
+    (["note", "--data-file", "{tmp}/list.json"], ["--data-file", "must be a dict", "list"]),
+    (["note", "--data-file", "{tmp}/latin1.json"], ["--data-file", "is not UTF-8"]),
+    (["note", "--data-file", "{tmp}"], ["cannot read --data-file"]),
+    (["note", "--data", "{}", "--data-file", "{tmp}/good.json"],
+     ["--data or --data-file, not both"]),
 ], ids=["unknown-type", "bad-json", "list-data", "bad-due", "naive-due", "bad-cron",
-        "bad-zone", "bad-delay"])
+        "bad-zone", "bad-delay", "garbage-after-deep-json", "deep-5000", "deep-101",
+        "deep-50000-lists", "deep-file", "missing-file", "bad-json-file", "list-file",
+        "latin1-file", "directory-file", "data-and-file"])
 def test_the_schedule_command_refuses_bad_input_in_one_line(
-        db_url: str, jobs: Path, args: list[str], words: list[str]) -> None:
+        db_url: str, jobs: Path, tmp_path: Path, args: list[str], words: list[str]) -> None:
+    (tmp_path / "deep.json").write_text('{"a":' * 5000 + "{}" + "}" * 5000)
+    (tmp_path / "bad.json").write_text('{"to": "a@b.c",}')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "latin1.json").write_bytes('{"name": "Zoë"}'.encode("latin-1"))
+    (tmp_path / "good.json").write_text('{"to": "a@b.c"}')
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     with open_table(db_url, jobs) as jt:
         jt.schedule_job(_config(user_id=1))
     before = row_count(db_url)
@@ -170,3 +238,73 @@ def test_due_in_the_past_is_accepted_and_runs_at_once(db_url: str, jobs: Path) -
     with open_table(db_url, jobs) as jt:
         row = jt.schedule_job(_config(due=now() - timedelta(days=1)))
         assert jt.store.claim("w", 5)[0].id == row.id
+
+
+def test_schedule_reads_big_data_from_a_file_or_standard_input(
+        db_url: str, jobs: Path, tmp_path: Path) -> None:
+    big = {"rows": [{"n": i, "name": f"row {i}"} for i in range(20_000)],
+           "deep": _nested(99)}  # 100 levels with the outer object: the limit
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(big))
+    common = ["--database", db_url, "--jobs", str(jobs), "--json"]
+    from_file = run_cli("schedule", "note", "--user-id", "1", "--data-file", str(path), *common)
+    assert from_file.returncode == 0, from_file.stderr
+    piped = subprocess.run(
+        [sys.executable, "-m", "jobtable", "schedule", "note", "--user-id", "2",
+         "--data", "-", *common], input=json.dumps({"to": "ä@b.c"}), capture_output=True,
+        text=True, env=subprocess_env(), timeout=120, check=False)
+    assert piped.returncode == 0, piped.stderr
+    piped_file = subprocess.run(
+        [sys.executable, "-m", "jobtable", "schedule", "note", "--user-id", "3",
+         "--data-file", "-", *common], input="{}", capture_output=True,
+        text=True, env=subprocess_env(), timeout=120, check=False)
+    assert piped_file.returncode == 0, piped_file.stderr
+    bad_stdin = subprocess.run(
+        [sys.executable, "-m", "jobtable", "schedule", "note", "--user-id", "4",
+         "--data", "-", *common], input='{"a":' * 5000 + "{}" + "}" * 5000,
+        capture_output=True, text=True, env=subprocess_env(), timeout=120, check=False)
+    assert bad_stdin.returncode == 1 and "Traceback" not in bad_stdin.stderr
+    [line] = bad_stdin.stderr.strip().splitlines()
+    assert line.startswith("error: --data - " + DEEP[0]) and DEEP[1] in line
+    with open_table(db_url, jobs) as jt:
+        rows = {j.user_id: j for j in jt.list_jobs()}
+        assert set(rows) == {1, 2, 3}
+        assert rows[1].data == big and rows[1].id == json.loads(from_file.stdout)["id"]
+        assert rows[2].data == {"to": "ä@b.c"}
+        assert rows[3].data == {}
+
+
+DEEP_RESULT_JOBS = {
+    "deep_result": """
+def run(params):
+    value = {}
+    for _ in range(params.job.data["levels"] - 1):
+        value = {"a": value}
+    return value
+""",
+    "fine": "def run(params):\n    return {'ok': params.job.id}\n",
+}
+
+
+@pytest.mark.parametrize("levels", [101, 100_000])
+def test_a_result_nested_too_deep_fails_only_its_job(db_url: str, tmp_path: Path,
+                                                     levels: int) -> None:
+    folder = write_jobs(tmp_path / "deep_jobs", DEEP_RESULT_JOBS, recorder=False)
+    with open_table(db_url, folder) as jt:
+        deep = jt.schedule_job(WorkerJobConfig(type="deep_result", user_id=1,
+                                               data={"levels": levels}))
+        edge = jt.schedule_job(WorkerJobConfig(type="deep_result", user_id=2,
+                                               data={"levels": 100}))
+        fine = [jt.schedule_job(WorkerJobConfig(type="fine", user_id=u)) for u in range(3, 6)]
+        worker = run_burst(jt)
+        failed = jt.get_job(deep.id)
+        assert failed is not None and failed.status is JobStatus.FAILED
+        assert failed.error is not None
+        assert "dict result " + DEEP[0] in failed.error and DEEP[1] in failed.error
+        at_limit = jt.get_job(edge.id)
+        assert at_limit is not None and at_limit.status is JobStatus.SUCCEEDED
+        assert at_limit.result == _nested(100)
+        for job in fine:
+            row = jt.get_job(job.id)
+            assert row is not None and row.status is JobStatus.SUCCEEDED
+        assert worker.stats.failed == 1

@@ -7,9 +7,9 @@ import json
 import click
 
 from jobtable.cli.options import database_options, friendly_errors, open_table
-from jobtable.errors import InvalidDataError
 from jobtable.model import WorkerJobConfig
 from jobtable.timeutil import parse_due, parse_duration
+from jobtable.validation import read_job_data
 
 
 @click.command("schedule")
@@ -17,8 +17,10 @@ from jobtable.timeutil import parse_due, parse_duration
 @database_options
 @click.option("--user-id", "-u", type=int, default=0, show_default=True,
               help="Whom the job is for (0 = system).")
-@click.option("--data", metavar="JSON", default="{}", show_default=True,
-              help="Job data as a JSON object.")
+@click.option("--data", metavar="JSON",
+              help="Job data as a JSON object; '-' reads it from standard input [default {}].")
+@click.option("--data-file", metavar="PATH",
+              help="Read the job data (a JSON object) from this file ('-': standard input).")
 @click.option("--due", metavar="WHEN",
               help="ISO-8601 time with offset, or +N with a unit s, m, h or d (e.g. +10s).")
 @click.option("--cron", metavar="EXPR",
@@ -32,14 +34,12 @@ from jobtable.timeutil import parse_due, parse_duration
               help="How long a succeeded job is kept [default 1h].")
 @click.option("--json", "as_json", is_flag=True, help="Print the new row as JSON.")
 @friendly_errors
-def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int, data: str,
-             due: str | None, cron: str | None, timezone: str | None, retry: bool | None,
-             retry_delay: str | None, remove_delay: str | None, as_json: bool) -> None:
+def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int,
+             data: str | None, data_file: str | None, due: str | None, cron: str | None,
+             timezone: str | None, retry: bool | None, retry_delay: str | None,
+             remove_delay: str | None, as_json: bool) -> None:
     """Schedule a job of JOB_TYPE (cancelling matching pending jobs first)."""
-    try:
-        payload = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise InvalidDataError(f"--data is not valid JSON: {exc}") from None
+    payload = read_job_data(data, data_file)
     config = WorkerJobConfig(
         type=job_type, user_id=user_id, data=payload,
         due=parse_due(due) if due else None, auto_reschedule_on_failure=retry,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from jobtable.model import JobParams, WorkerJob, unstorable_text
+from jobtable.model import JobParams, WorkerJob, nesting_problem, unstorable_text
 
 if TYPE_CHECKING:
     from jobtable.client import JobTable
@@ -107,6 +107,9 @@ def _storable(text: str) -> str:
 
 
 def _json_problem(value: Any) -> str | None:
+    deep = nesting_problem(value)
+    if deep:
+        return f"{type(value).__name__} result {deep}"
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
