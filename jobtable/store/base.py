@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 from jobtable import rules
 from jobtable.errors import ConfigError
 from jobtable.model import CANCELLED_MESSAGE, JobStatus, NewJob, Outcome, WorkerJob
+from jobtable.store import migrate
 from jobtable.timeutil import utcnow
 
 Row = dict[str, Any]
@@ -165,17 +166,24 @@ class Store(ABC):
     def read(self, sql: str, **params: Any) -> list[Row]:
         """Run a named query outside any write transaction."""
 
-    @abstractmethod
     def migrate(self) -> list[str]:
         """Apply pending migrations, each in its own transaction; return their names."""
+        return migrate.migrate(self)
 
-    @abstractmethod
     def applied_migrations(self) -> list[tuple[int, str]]:
         """(version, name) of every applied migration."""
+        return migrate.applied(self)
 
-    @abstractmethod
     def pending_migrations(self) -> list[str]:
         """Names of the migrations not yet applied."""
+        return migrate.pending(self)
+
+    def _lock_migrations(self, tx: Tx) -> None:  # noqa: B027 - optional hook
+        """Serialise concurrent migrators where the transaction alone does not."""
+
+    @abstractmethod
+    def _run_script(self, tx: Tx, sql: str) -> None:
+        """Run a migration file's statements inside ``tx``."""
 
     @abstractmethod
     def close(self) -> None:

@@ -16,7 +16,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any
 
 import psycopg
@@ -27,7 +26,7 @@ from psycopg_pool import ConnectionPool
 
 from jobtable import rules
 from jobtable._atexit import close_at_exit
-from jobtable.errors import DatabaseUnavailableError, MigrationError
+from jobtable.errors import DatabaseUnavailableError
 from jobtable.model import NewJob, Outcome, WorkerJob
 from jobtable.store.base import (
     DEFAULT_STALE_LIMIT,
@@ -41,7 +40,6 @@ from jobtable.store.base import (
 from jobtable.timeutil import utcnow
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-_MIGRATION_LOCK = 0x6A6F627461626C65  # "jobtable": serialises concurrent migrators
 CHANNEL = "jobtable"  # the NOTIFY channel, also named in the SQL that notifies
 _log = logging.getLogger("jobtable.worker")  # wake-ups are the worker's concern
 
@@ -183,52 +181,11 @@ class PostgresStore(Store):
 
     # -- migrations ------------------------------------------------------------
 
-    def _migration_files(self) -> list[tuple[int, str, str]]:
-        folder = resources.files("jobtable.store").joinpath("migrations", "postgres")
-        out = []
-        for entry in folder.iterdir():
-            if entry.name.endswith(".sql"):
-                version = int(entry.name.split("_", 1)[0])
-                out.append((version, entry.name.removesuffix(".sql"), entry.read_text()))
-        return sorted(out)
+    def _lock_migrations(self, tx: Any) -> None:
+        tx.q("lock_migrations")
 
-    _TRACKING = ("CREATE TABLE IF NOT EXISTS jobtable_migrations (version integer PRIMARY KEY, "
-                 "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-
-    def applied_migrations(self) -> list[tuple[int, str]]:
-        with self.pool.connection() as conn:
-            exists = conn.execute("SELECT to_regclass('jobtable_migrations') AS t").fetchone()
-            if not exists or exists["t"] is None:
-                return []
-            rows = conn.execute(
-                "SELECT version, name FROM jobtable_migrations ORDER BY version").fetchall()
-        return [(int(r["version"]), str(r["name"])) for r in rows]
-
-    def pending_migrations(self) -> list[str]:
-        done = {v for v, _ in self.applied_migrations()}
-        return [name for v, name, _ in self._migration_files() if v not in done]
-
-    def migrate(self) -> list[str]:
-        applied = []
-        files = self._migration_files()
-        known = {v for v, _, _ in files}
-        for version, name, sql in files:
-            with self.pool.connection() as conn, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                conn.execute(self._TRACKING)
-                done = {int(r["version"]) for r in
-                        conn.execute("SELECT version FROM jobtable_migrations").fetchall()}
-                if done - known:
-                    raise MigrationError(
-                        f"the database has migrations {sorted(done - known)} this jobtable "
-                        "does not know; upgrade jobtable")
-                if version in done:
-                    continue
-                conn.execute(sql.encode())
-                conn.execute("INSERT INTO jobtable_migrations (version, name) VALUES (%s, %s)",
-                             (version, name))
-            applied.append(name)
-        return applied
+    def _run_script(self, tx: Any, sql: str) -> None:
+        tx.conn.execute(sql.encode())  # bytes: no parameters, several statements
 
     # -- primitives ------------------------------------------------------------
 

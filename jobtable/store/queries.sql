@@ -148,3 +148,9 @@ SELECT type, COUNT(*) AS n FROM worker_jobs WHERE attempts > 1 GROUP BY type
 
 -- name: job_types
 SELECT DISTINCT type FROM worker_jobs ORDER BY type
+
+-- name: applied_migrations
+SELECT version, name FROM jobtable_migrations ORDER BY version
+
+-- name: record_migration
+INSERT INTO jobtable_migrations (version, name, applied_at) VALUES (:version, :migration, :applied_at)

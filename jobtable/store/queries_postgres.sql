@@ -113,3 +113,15 @@ FROM (SELECT type, EXTRACT(EPOCH FROM (finished - started)) AS d
       WHERE finished >= :since AND started IS NOT NULL AND cancelled = FALSE) AS r
 GROUP BY type
 ORDER BY type
+
+-- name: migrations_table_exists
+SELECT to_regclass('jobtable_migrations') IS NOT NULL AS present
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS jobtable_migrations (
+    version integer PRIMARY KEY, name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())
+
+-- name: lock_migrations
+-- Serialises concurrent migrators; the key spells "jobtable".
+SELECT pg_advisory_xact_lock(7669456942424812645)

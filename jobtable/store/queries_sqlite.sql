@@ -85,3 +85,11 @@ FROM (SELECT type, (julianday(finished) - julianday(started)) * 86400.0 AS d
       WHERE finished >= :since AND started IS NOT NULL AND cancelled = FALSE) AS r
 GROUP BY type
 ORDER BY type
+
+-- name: migrations_table_exists
+SELECT COUNT(*) AS present FROM sqlite_master
+WHERE type = 'table' AND name = 'jobtable_migrations'
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS jobtable_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)

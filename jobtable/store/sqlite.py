@@ -17,11 +17,10 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jobtable.errors import DatabaseUnavailableError, MigrationError
+from jobtable.errors import DatabaseUnavailableError
 from jobtable.model import NewJob, Outcome, WorkerJob
 from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, Wakeups, load_queries, query
 from jobtable.timeutil import format_sqlite, parse_sqlite
@@ -133,56 +132,10 @@ class SqliteStore(Store):
 
     # -- migrations ------------------------------------------------------------
 
-    def _migration_files(self) -> list[tuple[int, str, str]]:
-        folder = resources.files("jobtable.store").joinpath("migrations", "sqlite")
-        out = []
-        for entry in folder.iterdir():
-            if entry.name.endswith(".sql"):
-                version = int(entry.name.split("_", 1)[0])
-                out.append((version, entry.name.removesuffix(".sql"), entry.read_text()))
-        return sorted(out)
-
-    def applied_migrations(self) -> list[tuple[int, str]]:
-        with self._lock:
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS jobtable_migrations (version INTEGER PRIMARY KEY, "
-                "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-            rows = self._conn.execute(
-                "SELECT version, name FROM jobtable_migrations ORDER BY version").fetchall()
-        return [(int(v), str(n)) for v, n in rows]
-
-    def pending_migrations(self) -> list[str]:
-        done = {v for v, _ in self.applied_migrations()}
-        return [name for v, name, _ in self._migration_files() if v not in done]
-
-    def migrate(self) -> list[str]:
-        applied = []
-        files = self._migration_files()
-        known = {v for v, _, _ in files}
-        for version, name, sql in files:
-            with self.transaction() as tx:
-                done = {v for v, _ in self._applied_in(tx)}
-                newer = done - known
-                if newer:
-                    raise MigrationError(
-                        f"the database has migrations {sorted(newer)} this jobtable does not "
-                        "know; upgrade jobtable")
-                if version in done:
-                    continue
-                for statement in _split_sql(sql):
-                    tx.conn.execute(statement)
-                tx.conn.execute(
-                    "INSERT INTO jobtable_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, name, format_sqlite(datetime.now().astimezone())))
-            applied.append(name)
-        return applied
-
-    def _applied_in(self, tx: _SqliteTx) -> list[tuple[int, str]]:
-        tx.conn.execute(
-            "CREATE TABLE IF NOT EXISTS jobtable_migrations (version INTEGER PRIMARY KEY, "
-            "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-        return [(int(v), str(n)) for v, n in tx.conn.execute(
-            "SELECT version, name FROM jobtable_migrations").fetchall()]
+    def _run_script(self, tx: Any, sql: str) -> None:
+        # One statement at a time: executescript() would commit the open transaction.
+        for statement in _split_sql(sql):
+            tx.conn.execute(statement)
 
     # -- primitives ------------------------------------------------------------
 
