@@ -107,7 +107,9 @@ class Supervisor:
                     stop_deadline = time.monotonic() + 5
             time.sleep(0.1)
         codes = [c.proc.wait() for c in self.children.values()]
-        return 0 if all(code == 0 for code in codes) else 1
+        # Killed by our own SIGTERM: the child was still starting (a worker handles
+        # SIGTERM once it runs), so it held no job; that is a clean stop too.
+        return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
 
 
 def watch_parent(expected: int | None) -> bool:

@@ -122,3 +122,48 @@ def test_a_child_whose_parent_is_already_gone_exits_at_once(tmp_path: Path) -> N
     """)
     done = subprocess.run(command, timeout=60, check=False)
     assert done.returncode == 70
+
+
+def _supervise(tmp_path: Path, child_body: str) -> tuple[subprocess.Popen[bytes], Path]:
+    started = tmp_path / "started"
+    started.mkdir()
+    child = _script(tmp_path, "worker.py", f"""
+        import os, pathlib, signal, sys, time
+        {child_body}
+        (pathlib.Path({str(started)!r}) / str(os.getpid())).touch()
+        time.sleep(120)
+    """)
+    supervisor = _script(tmp_path, "supervisor.py", f"""
+        import sys
+        from jobtable.supervisor import Supervisor
+        sys.exit(Supervisor({child!r}, 2, 1.0).run())
+    """)
+    return subprocess.Popen(supervisor), started
+
+
+def test_a_supervisor_whose_children_were_still_starting_stops_cleanly(
+        tmp_path: Path) -> None:
+    # The children have no SIGTERM handler yet, as a worker still importing.
+    proc, started = _supervise(tmp_path, "")
+    try:
+        wait_until(lambda: len(list(started.iterdir())) == 2, 60, "two children to start")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_supervisor_reports_a_child_that_exits_with_an_error_on_stop(
+        tmp_path: Path) -> None:
+    proc, started = _supervise(
+        tmp_path, "signal.signal(signal.SIGTERM, lambda *_: os._exit(3))")
+    try:
+        wait_until(lambda: len(list(started.iterdir())) == 2, 60, "two children to start")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
