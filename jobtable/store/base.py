@@ -86,6 +86,12 @@ def pair_key(job_type: str, user_id: int) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def pair_order(jobs: Sequence[NewJob | WorkerJob]) -> list[tuple[str, int]]:
+    """The distinct (type, user_id) pairs of ``jobs`` in lock order (by ``pair_key``), so
+    that concurrent transactions take their pair locks in one order and never deadlock."""
+    return sorted({(j.type, j.user_id) for j in jobs}, key=lambda p: pair_key(*p))
+
+
 class Tx(Protocol):
     """A write transaction: run named queries, get rows back as dicts."""
 
@@ -194,13 +200,11 @@ class Store(ABC):
         """A row as the database returned it, as a ``WorkerJob``."""
 
     @abstractmethod
-    def _cancel_matching(self, tx: Tx, pairs: Sequence[tuple[str, int]], now: datetime) -> None:
-        """Cancel the matching pending jobs of each pair (caller holds the pair locks)."""
-
-    @abstractmethod
-    def _insert(self, tx: Tx, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-                now: datetime) -> list[Row]:
-        """Insert rows; the ``cancelled`` ones are written already cancelled."""
+    def _replace(self, tx: Tx, jobs: Sequence[NewJob], now: datetime) -> list[Row]:
+        """Rule 2, written once per dialect: cancel the matching pending rows of the jobs'
+        (type, user_id) pairs, then insert the jobs, the earlier rows of a pair within
+        the batch already cancelled; wake idle workers. The caller holds the pair locks.
+        Returns the inserted rows, in batch order."""
 
     @abstractmethod
     def _lock_pairs(self, tx: Tx, pairs: Sequence[tuple[str, int]]) -> None:
@@ -214,9 +218,6 @@ class Store(ABC):
     def _claim(self, tx: Tx, worker_id: str, limit: int, now: datetime,
                max_attempts: int) -> list[Row]:
         """Claim up to ``limit`` due pending rows for ``worker_id``."""
-
-    def _notify(self, tx: Tx, jobs: Sequence[NewJob]) -> None:  # noqa: B027 - optional hook
-        """Wake idle workers (PostgreSQL NOTIFY); a no-op where polling suffices."""
 
     # -- scheduling ----------------------------------------------------------
 
@@ -232,14 +233,9 @@ class Store(ABC):
         """
         if not jobs:
             return []
-        keep = rules.dedupe_batch(list(jobs))
-        pairs = sorted({(j.type, j.user_id) for j in jobs}, key=lambda p: pair_key(*p))
         with self.transaction() as tx:
-            now = utcnow()
-            self._lock_pairs(tx, pairs)
-            self._cancel_matching(tx, pairs, now)
-            rows = self._insert(tx, jobs, [not k for k in keep], now)
-            self._notify(tx, jobs)
+            self._lock_pairs(tx, pair_order(jobs))
+            rows = self._replace(tx, jobs, utcnow())
         return [self.to_job(r) for r in rows]
 
     def ensure_chain(self, job: NewJob) -> WorkerJob:
@@ -257,9 +253,7 @@ class Store(ABC):
                 existing = self.to_job(row)
                 if rules.same_chain(existing, job, stale):
                     return existing
-            self._cancel_matching(tx, pairs, now)
-            rows = self._insert(tx, [job], [False], now)
-            self._notify(tx, [job])
+            rows = self._replace(tx, [job], now)
         return self.to_job(rows[0])
 
     def stop_undeclared_chains(self, declared: dict[str, str]) -> list[int]:
@@ -316,20 +310,16 @@ class Store(ABC):
         if not follow:
             with self.statement() as tx:
                 return self._finish(tx, outcomes, utcnow())
-        pairs = sorted({(o.job.type, o.job.user_id) for o in follow},
-                       key=lambda p: pair_key(*p))
         with self.transaction() as tx:
             now = utcnow()
-            self._lock_pairs(tx, pairs)
+            # Locks first, then the outcomes: a scheduler of the same pair waits for the
+            # whole completion instead of deadlocking with it.
+            self._lock_pairs(tx, pair_order([o.job for o in follow]))
             written = self._finish(tx, outcomes, now)
-            next_jobs = [o.follow_up for o in follow if o.job.id in written]
-            if next_jobs:
-                jobs = [j for j in next_jobs if j is not None]
-                keep = rules.dedupe_batch(jobs)
-                self._cancel_matching(tx, sorted({(j.type, j.user_id) for j in jobs},
-                                                 key=lambda p: pair_key(*p)), now)
-                self._insert(tx, jobs, [not k for k in keep], now)
-                self._notify(tx, jobs)
+            jobs = [o.follow_up for o in follow
+                    if o.job.id in written and o.follow_up is not None]
+            if jobs:
+                self._replace(tx, jobs, now)
         return written
 
     def release_claim(self, job_id: int, token: int) -> bool:

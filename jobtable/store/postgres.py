@@ -35,6 +35,7 @@ from jobtable.store.base import (
     Wakeups,
     load_queries,
     pair_key,
+    pair_order,
     query,
 )
 from jobtable.timeutil import utcnow
@@ -137,13 +138,7 @@ class PostgresStore(Store):
                 remove_delay=j.remove_delay_ms, rescheduled_from=j.rescheduled_from_job,
                 declared=j.declared, payload=f"{j.due.timestamp():.6f}")
             return [self.to_job(r) for r in rows]
-        keep = rules.dedupe_batch(list(jobs))
-        pairs = sorted({(j.type, j.user_id) for j in jobs}, key=lambda p: pair_key(*p))
-        rows = self.read(
-            "schedule", **self._insert_params(jobs, [not k for k in keep], now),
-            keys=[pair_key(t, u) for t, u in pairs], pair_types=[p[0] for p in pairs],
-            pair_users=[p[1] for p in pairs], stale=self.stale_cutoff(now),
-            payload=f"{min(j.due for j in jobs).timestamp():.6f}")
+        rows = self.read("schedule", **self._schedule_params(jobs, now))
         return [self.to_job(r) for r in rows]
 
     @contextmanager
@@ -199,15 +194,20 @@ class PostgresStore(Store):
         if pairs:
             tx.q("lock_pairs", keys=[pair_key(t, u) for t, u in pairs])
 
-    def _cancel_matching(self, tx: Any, pairs: Sequence[tuple[str, int]], now: datetime) -> None:
-        if pairs:
-            tx.q("cancel_matching_many", types=[p[0] for p in pairs],
-                 user_ids=[p[1] for p in pairs], now=now, stale=self.stale_cutoff(now),
-                 result=self.cancel_result())
+    def _replace(self, tx: Any, jobs: Sequence[NewJob], now: datetime) -> list[Row]:
+        """The server-side ``jobtable_schedule()`` (the caller's pair locks are taken
+        again, which PostgreSQL allows within one transaction)."""
+        rows: list[Row] = tx.q("schedule", **self._schedule_params(jobs, now))
+        return rows
 
-    def _insert_params(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-                       now: datetime) -> dict[str, Any]:
+    def _schedule_params(self, jobs: Sequence[NewJob], now: datetime) -> dict[str, Any]:
+        """The parameters of ``jobtable_schedule()`` for a batch."""
+        cancelled = [not keep for keep in rules.dedupe_batch(list(jobs))]
+        pairs = pair_order(jobs)
         return {
+            "keys": [pair_key(t, u) for t, u in pairs], "pair_types": [p[0] for p in pairs],
+            "pair_users": [p[1] for p in pairs], "stale": self.stale_cutoff(now),
+            "payload": f"{min(j.due for j in jobs).timestamp():.6f}",
             "now": now, "cancel_result": self.cancel_result(),
             "types": [j.type for j in jobs], "user_ids": [j.user_id for j in jobs],
             "datas": [Jsonb(j.data) for j in jobs], "dues": [j.due for j in jobs],
@@ -217,17 +217,7 @@ class PostgresStore(Store):
             "retry_delays": [j.auto_reschedule_on_failure_delay_ms for j in jobs],
             "remove_delays": [j.remove_delay_ms for j in jobs],
             "rescheduled_froms": [j.rescheduled_from_job for j in jobs],
-            "declareds": [j.declared for j in jobs], "cancelleds": list(cancelled)}
-
-    def _insert(self, tx: Any, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-                now: datetime) -> list[Row]:
-        rows: list[Row] = tx.q("insert_many", **self._insert_params(jobs, cancelled, now))
-        rows.sort(key=lambda r: r["id"])
-        return rows
-
-    def _notify(self, tx: Any, jobs: Sequence[NewJob]) -> None:
-        earliest = min(j.due for j in jobs)
-        tx.q("notify", payload=f"{earliest.timestamp():.6f}")
+            "declareds": [j.declared for j in jobs], "cancelleds": cancelled}
 
     def _claim(self, tx: Any, worker_id: str, limit: int, now: datetime,
                max_attempts: int) -> list[Row]:

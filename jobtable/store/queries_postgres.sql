@@ -8,28 +8,6 @@
 -- batches never deadlock each other.
 SELECT pg_advisory_xact_lock(k) FROM unnest(:keys::bigint[]) AS k
 
--- name: cancel_matching_many
-UPDATE worker_jobs
-SET finished = :now, success = FALSE, cancelled = TRUE, result = :result, updated_at = :now
-WHERE (type, user_id) IN (SELECT * FROM unnest(:types::text[], :user_ids::bigint[]))
-  AND finished IS NULL AND (started IS NULL OR started < :stale)
-
--- name: insert_many
-INSERT INTO worker_jobs (
-    type, user_id, data, due, cron_schedule, cron_timezone, auto_reschedule_on_failure,
-    auto_reschedule_on_failure_delay, remove_delay, rescheduled_from_job, declared,
-    finished, success, cancelled, result, created_at, updated_at)
-SELECT t, u, d, du, cs, ctz, ar, ard, rd, rf, de,
-       CASE WHEN ca THEN :now END, CASE WHEN ca THEN FALSE END, ca,
-       CASE WHEN ca THEN :cancel_result::jsonb END, :now, :now
-FROM unnest(:types::text[], :user_ids::bigint[], :datas::jsonb[], :dues::timestamptz[],
-            :cron_schedules::text[], :cron_timezones::text[], :auto_reschedules::boolean[],
-            :retry_delays::bigint[], :remove_delays::bigint[], :rescheduled_froms::bigint[],
-            :declareds::boolean[], :cancelleds::boolean[])
-     WITH ORDINALITY AS x(t, u, d, du, cs, ctz, ar, ard, rd, rf, de, ca, n)
-ORDER BY n
-RETURNING *
-
 -- name: claim
 WITH picked AS (
     SELECT id FROM worker_jobs
@@ -66,9 +44,6 @@ DELETE FROM worker_jobs WHERE id IN (
       AND ((success = TRUE AND remove_at <= :now)
            OR (success = FALSE AND finished < :failed_before))
     LIMIT :batch)
-
--- name: notify
-SELECT pg_notify('jobtable', :payload)
 
 -- name: schedule_one
 SELECT * FROM jobtable_schedule_one(

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from jobtable import rules
 from jobtable.errors import DatabaseUnavailableError
 from jobtable.model import NewJob, Outcome, WorkerJob
 from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, Wakeups, load_queries, query
@@ -170,18 +171,15 @@ class SqliteStore(Store):
     def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
         pass  # BEGIN IMMEDIATE already serialises every writer
 
-    def _cancel_matching(self, tx: Any, pairs: Sequence[tuple[str, int]], now: datetime) -> None:
+    def _replace(self, tx: Any, jobs: Sequence[NewJob], now: datetime) -> list[Row]:
         result = self.cancel_result()
-        stale = self._t(self.stale_cutoff(now))
-        for job_type, user_id in pairs:
-            tx.q("cancel_matching", type=job_type, user_id=user_id, now=self._t(now),
-                 stale=stale, result=result)
-
-    def _insert(self, tx: Any, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-                now: datetime) -> list[Row]:
-        rows = []
         t = self._t(now)
-        for job, cancel in zip(jobs, cancelled, strict=True):
+        stale = self._t(self.stale_cutoff(now))
+        for job_type, user_id in {(j.type, j.user_id): None for j in jobs}:
+            tx.q("cancel_matching", type=job_type, user_id=user_id, now=t, stale=stale,
+                 result=result)
+        rows = []
+        for job, keep in zip(jobs, rules.dedupe_batch(list(jobs)), strict=True):
             rows.extend(tx.q(
                 "insert", type=job.type, user_id=job.user_id, data=json.dumps(job.data),
                 due=self._t(job.due), cron_schedule=job.cron_schedule,
@@ -189,9 +187,9 @@ class SqliteStore(Store):
                 auto_reschedule_on_failure=job.auto_reschedule_on_failure,
                 auto_reschedule_on_failure_delay=job.auto_reschedule_on_failure_delay_ms,
                 remove_delay=job.remove_delay_ms, rescheduled_from_job=job.rescheduled_from_job,
-                declared=job.declared, finished=t if cancel else None,
-                success=False if cancel else None, cancelled=cancel,
-                result=self.cancel_result() if cancel else None, now=t))
+                declared=job.declared, finished=None if keep else t,
+                success=None if keep else False, cancelled=not keep,
+                result=None if keep else result, now=t))
         return rows
 
     def _claim(self, tx: Any, worker_id: str, limit: int, now: datetime,
