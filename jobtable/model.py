@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from jobtable.errors import InvalidDataError, InvalidJobError
 from jobtable.timeutil import require_aware, to_timedelta
@@ -22,6 +23,56 @@ AppT = TypeVar("AppT")
 DEFAULT_REMOVE_DELAY = timedelta(hours=1)
 DEFAULT_RETRY_DELAY = timedelta(seconds=0)
 CANCELLED_MESSAGE = "Job cancelled due to new job being created"
+DEFAULT_MAX_BACKOFF_MS = 3_600_000
+DEFAULT_QUEUE = "default"
+MAX_UNIQUE_KEY_LENGTH = 255
+MAX_QUEUE_NAME_LENGTH = 100
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+ON_CONFLICT_MODES = ("replace", "keep", "allow")
+OnConflict = Literal["replace", "keep", "allow"]
+Backoff = Literal["constant", "exponential"]
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def check_queue(value: Any, what: str = "queue") -> str:
+    """A queue name: 1 to 100 letters, digits, ``_``, ``.`` or ``-``."""
+    if (not isinstance(value, str) or not _QUEUE_NAME.fullmatch(value)
+            or len(value) > MAX_QUEUE_NAME_LENGTH):
+        raise InvalidJobError(
+            f"{what} must be a name of 1 to {MAX_QUEUE_NAME_LENGTH} letters, digits, '_', '.' "
+            f"or '-' (such as 'default' or 'reports'), got {value!r}")
+    return value
+
+
+def check_priority(value: Any, what: str = "priority") -> int:
+    """A priority: an integer, lower runs first (negative allowed)."""
+    low, high = PRIORITY_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidJobError(
+            f"{what} must be an integer from {low} to {high} (lower runs first, default 0), "
+            f"got {value!r}")
+    return value
+
+
+def check_unique_key(value: Any, what: str = "unique_key") -> str | None:
+    """None, or a string of at most 255 characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_UNIQUE_KEY_LENGTH:
+        raise InvalidJobError(
+            f"{what} must be None or a non-empty string of at most {MAX_UNIQUE_KEY_LENGTH} "
+            f"characters, got {value!r:.80}")
+    if unstorable_text(value):
+        raise InvalidJobError(f"{what} holds {unstorable_text(value)}")
+    return value
+
+
+def check_on_conflict(value: Any, what: str = "on_conflict") -> OnConflict:
+    """One of ``replace`` (default), ``keep`` or ``allow``."""
+    if value not in ON_CONFLICT_MODES:
+        raise InvalidJobError(
+            f"{what} must be one of 'replace', 'keep' or 'allow', got {value!r}")
+    return value  # type: ignore[no-any-return]
 
 
 class JobStatus(StrEnum):
@@ -137,6 +188,13 @@ class WorkerJobConfig:
     of the same name in capitals (``AUTO_RESCHEDULE_ON_FAILURE``,
     ``AUTO_RESCHEDULE_ON_FAILURE_DELAY``, ``REMOVE_DELAY``), else the built-in default
     (no retry, retry at once, keep a succeeded row for an hour); a value given here wins.
+
+    ``queue`` (default ``"default"``) and ``priority`` (default 0, lower runs first) say
+    where the job waits and in which order; ``unique_key`` narrows matching to jobs of
+    the same type, user and key; ``on_conflict`` says what scheduling does with matching
+    pending jobs: ``"replace"`` them (default), ``"keep"`` the existing one, or
+    ``"allow"`` both. ``QUEUE``, ``PRIORITY`` and ``ON_CONFLICT`` in the job's module
+    set defaults for these.
     """
 
     type: str
@@ -146,6 +204,10 @@ class WorkerJobConfig:
     auto_reschedule_on_failure: bool | None = None
     auto_reschedule_on_failure_delay: timedelta | float | None = None
     remove_delay: timedelta | float | None = None
+    queue: str | None = None
+    priority: int | None = None
+    unique_key: str | None = None
+    on_conflict: OnConflict | None = None
 
     def validated(self, defaults: Mapping[str, Any] | None = None) -> ValidConfig:
         """Check every field and return the normalised form; raises ``InvalidJobError``.
@@ -186,6 +248,13 @@ class WorkerJobConfig:
             auto = False
         if not isinstance(auto, bool):
             raise InvalidJobError(f"{auto_what} must be True or False, got {auto!r}")
+        queue, queue_what = policy("queue")
+        queue = check_queue(DEFAULT_QUEUE if queue is None else queue, queue_what)
+        priority, priority_what = policy("priority")
+        priority = check_priority(0 if priority is None else priority, priority_what)
+        on_conflict, conflict_what = policy("on_conflict")
+        on_conflict = check_on_conflict(
+            "replace" if on_conflict is None else on_conflict, conflict_what)
         return ValidConfig(
             type=self.type,
             user_id=self.user_id,
@@ -194,6 +263,10 @@ class WorkerJobConfig:
             auto_reschedule_on_failure=auto,
             auto_reschedule_on_failure_delay=retry_delay or DEFAULT_RETRY_DELAY,
             remove_delay=DEFAULT_REMOVE_DELAY if remove_delay is None else remove_delay,
+            queue=queue,
+            priority=priority,
+            unique_key=check_unique_key(self.unique_key),
+            on_conflict=on_conflict,
         )
 
 
@@ -208,6 +281,10 @@ class ValidConfig:
     auto_reschedule_on_failure: bool
     auto_reschedule_on_failure_delay: timedelta
     remove_delay: timedelta
+    queue: str = "default"
+    priority: int = 0
+    unique_key: str | None = None
+    on_conflict: OnConflict = "replace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +302,15 @@ class NewJob:
     cron_timezone: str | None = None
     rescheduled_from_job: int | None = None
     declared: bool = False
+    retry_count: int = 0
+    max_retries: int | None = None
+    backoff: Backoff = "constant"
+    max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
+    unique_key: str | None = None
+    on_conflict: OnConflict = "replace"
+    queue: str = "default"
+    priority: int = 0
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +343,18 @@ class WorkerJob:
     declared: bool
     created_at: datetime
     updated_at: datetime
+    # Policies of this release (migration 0004); defaults describe a row written by
+    # the previous release.
+    retry_count: int = 0
+    max_retries: int | None = None
+    backoff: Backoff = "constant"
+    max_backoff: int = DEFAULT_MAX_BACKOFF_MS
+    cancel_requested: datetime | None = None
+    unique_key: str | None = None
+    on_conflict: OnConflict = "replace"
+    queue: str = "default"
+    priority: int = 0
+    trace_context: dict[str, str] | None = None
 
     @property
     def is_cron(self) -> bool:

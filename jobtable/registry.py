@@ -37,7 +37,7 @@ log = logging.getLogger("jobtable.registry")
 #: The ``WorkerJobConfig`` fields a job module may give a default for, each by a
 #: module-level setting of the same name in capitals (``REMOVE_DELAY = 60``).
 MODULE_DEFAULTS = ("auto_reschedule_on_failure", "auto_reschedule_on_failure_delay",
-                   "remove_delay")
+                   "remove_delay", "queue", "priority", "on_conflict")
 _STAND_IN_PREFIX = "jobtable_user_jobs_"  # a jobs folder that cannot load by its own name
 
 

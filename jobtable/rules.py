@@ -9,6 +9,7 @@ call them to build rows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from jobtable.cron import parse_cron
@@ -50,11 +51,18 @@ def new_job(
         cron_schedule=cron,
         cron_timezone=timezone,
         declared=declared,
+        queue=config.queue,
+        priority=config.priority,
+        unique_key=config.unique_key,
+        on_conflict=config.on_conflict,
     )
 
 
-def _copy(job: WorkerJob, due: datetime) -> NewJob:
-    """A new row like ``job`` (same type, user, data and settings), pointing back to it."""
+def _copy(job: WorkerJob, due: datetime, *, retry_count: int = 0) -> NewJob:
+    """A new row like ``job`` (same type, user, data and policies), pointing back to it.
+
+    ``retry_count`` says which retry of its chain the new row is (0: not a retry).
+    """
     return NewJob(
         type=job.type,
         user_id=job.user_id,
@@ -67,6 +75,15 @@ def _copy(job: WorkerJob, due: datetime) -> NewJob:
         cron_timezone=job.cron_timezone,
         rescheduled_from_job=job.id,
         declared=job.declared,
+        retry_count=retry_count,
+        max_retries=job.max_retries,
+        backoff=job.backoff,
+        max_backoff_ms=job.max_backoff,
+        unique_key=job.unique_key,
+        on_conflict=job.on_conflict,
+        queue=job.queue,
+        priority=job.priority,
+        trace_context=job.trace_context,
     )
 
 
@@ -82,11 +99,11 @@ def follow_up(job: WorkerJob, success: bool, now: datetime, *,
     """
     if not success and retry and job.auto_reschedule_on_failure:
         due = now + timedelta(milliseconds=job.auto_reschedule_on_failure_delay)
-    elif job.cron_schedule is not None:
+        return _copy(job, due, retry_count=job.retry_count + 1)
+    if job.cron_schedule is not None:
         due = parse_cron(job.cron_schedule, job.cron_timezone).next_after(now)
-    else:
-        return None
-    return _copy(job, due)
+        return _copy(job, due)
+    return None
 
 
 def retry_row(job: WorkerJob, now: datetime) -> NewJob:
@@ -105,6 +122,20 @@ def dedupe_batch(jobs: list[NewJob]) -> list[bool]:
     for index, job in enumerate(jobs):
         last[(job.type, job.user_id)] = index
     return [last[(job.type, job.user_id)] == i for i, job in enumerate(jobs)]
+
+
+def pairs_to_match(jobs: Sequence[NewJob]) -> dict[tuple[str, int], bool]:
+    """The (type, user_id) pairs whose pending jobs a batch replaces, and for each
+    whether the replacement also ends a pending cron chain of the pair.
+
+    A cron job (the last of its pair in the batch) replaces every pending job of the
+    pair; a one-off replaces only one-offs, so that running a cron job's type by hand
+    does not end its chain.
+    """
+    last: dict[tuple[str, int], bool] = {}
+    for job in jobs:
+        last[(job.type, job.user_id)] = job.cron_schedule is not None
+    return last
 
 
 def rescue(job: WorkerJob, now: datetime, max_attempts: int) -> Outcome | None:

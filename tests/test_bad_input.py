@@ -59,6 +59,31 @@ def _itself() -> dict[str, Any]:
 Case = tuple[Callable[[JobTable], object], type[Exception], list[str]]
 
 CASES: dict[str, Case] = {
+    "queue name with a space": (
+        lambda jt: jt.schedule_job(_config(queue="my queue")),
+        InvalidJobError, ["queue must be a name of 1 to 100 letters", "'my queue'"]),
+    "queue name too long": (
+        lambda jt: jt.schedule_job(_config(queue="q" * 101)),
+        InvalidJobError, ["queue must be a name of 1 to 100"]),
+    "priority not an integer": (
+        lambda jt: jt.schedule_job(_config(priority="high")),
+        InvalidJobError, ["priority must be an integer", "lower runs first", "'high'"]),
+    "priority a bool": (
+        lambda jt: jt.schedule_job(_config(priority=True)),
+        InvalidJobError, ["priority must be an integer"]),
+    "priority out of range": (
+        lambda jt: jt.schedule_job(_config(priority=2**40)),
+        InvalidJobError, ["priority must be an integer from -2147483648 to 2147483647"]),
+    "unique_key too long": (
+        lambda jt: jt.schedule_job(_config(unique_key="k" * 256)),
+        InvalidJobError, ["unique_key must be None or a non-empty string of at most 255"]),
+    "unique_key not a string": (
+        lambda jt: jt.schedule_job(_config(unique_key=7)),
+        InvalidJobError, ["unique_key must be None or a non-empty string"]),
+    "unknown on_conflict": (
+        lambda jt: jt.schedule_job(_config(on_conflict="ignore")),
+        InvalidJobError, ["on_conflict must be one of 'replace', 'keep' or 'allow'",
+                          "'ignore'"]),
     "unknown job type": (
         lambda jt: jt.schedule_job(_config(type="nothere")),
         UnknownJobTypeError,

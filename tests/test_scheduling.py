@@ -320,3 +320,78 @@ def test_async_methods_work_from_a_running_loop(db_url: str, jobs: Path) -> None
             assert ticks > 0  # the loop kept running while the calls waited
 
     asyncio.run(main())
+
+
+def test_a_one_off_spares_the_pending_cron_chain_of_its_pair_and_a_cron_job_replaces_it(
+        db_url: str, jobs: Path) -> None:
+    with open_table(db_url, jobs) as jt:
+        chain = jt.schedule_cron_job(WorkerJobConfig(type="note", user_id=7), "0 0 * * *")
+        one_off = jt.schedule_job(WorkerJobConfig(type="note", user_id=7))
+        assert jt.get_job(chain.id).status is JobStatus.PENDING  # type: ignore[union-attr]
+        again = jt.schedule_job(WorkerJobConfig(type="note", user_id=7))
+        assert jt.get_job(one_off.id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+        assert jt.get_job(chain.id).status is JobStatus.PENDING  # type: ignore[union-attr]
+        # In a batch too: one-offs spare the chain.
+        jt.schedule_jobs([WorkerJobConfig(type="note", user_id=7, data={"n": n})
+                          for n in range(3)])
+        assert jt.get_job(chain.id).status is JobStatus.PENDING  # type: ignore[union-attr]
+        assert jt.get_job(again.id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+        # A new cron job for the pair replaces the chain and the one-offs.
+        replacement = jt.schedule_cron_job(WorkerJobConfig(type="note", user_id=7), "0 1 * * *")
+        pending = jt.list_jobs(status="pending", type="note", user_id=7)
+        assert [j.id for j in pending] == [replacement.id]
+
+
+def test_a_declared_chain_survives_a_one_off_of_its_type(db_url: str, tmp_path: Path) -> None:
+    folder = write_jobs(tmp_path / "jobs", {"tick": """
+        CRON = "0 0 * * * *"
+
+        def run(params):
+            return "tick"
+    """}, recorder=False)
+    with open_table(db_url, folder) as jt:
+        run_burst(jt)  # a worker start ensures the declared chain
+        [chain] = [j for j in jt.list_jobs(status="pending", type="tick") if j.declared]
+        one_off = jt.schedule_job(WorkerJobConfig(type="tick"))
+        run_burst(jt)
+        assert jt.get_job(one_off.id).status is JobStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert jt.get_job(chain.id).status is JobStatus.PENDING  # type: ignore[union-attr]
+
+
+def test_queue_priority_and_uniqueness_settings_are_stored_and_kept_by_follow_ups(
+        db_url: str, jobs: Path) -> None:
+    with open_table(db_url, jobs) as jt:
+        job = jt.schedule_job(WorkerJobConfig(
+            type="fail", user_id=3, queue="reports", priority=-5, unique_key="k1",
+            on_conflict="allow", auto_reschedule_on_failure=True))
+        assert (job.queue, job.priority, job.unique_key, job.on_conflict, job.retry_count) == (
+            "reports", -5, "k1", "allow", 0)
+        run_burst(jt, max_jobs=1)
+        [retry] = [j for j in jt.list_jobs(type="fail") if j.rescheduled_from_job == job.id]
+        assert (retry.queue, retry.priority, retry.unique_key, retry.on_conflict) == (
+            "reports", -5, "k1", "allow")
+        assert retry.retry_count == 1
+        run_burst(jt, max_jobs=1)
+        [second] = [j for j in jt.list_jobs(type="fail") if j.rescheduled_from_job == retry.id]
+        assert second.retry_count == 2
+        cron = jt.schedule_cron_job(WorkerJobConfig(type="note", queue="q", priority=2),
+                                    "* * * * * *")
+        assert (cron.queue, cron.priority, cron.retry_count) == ("q", 2, 0)
+
+
+def test_queue_priority_and_on_conflict_defaults_come_from_the_job_module(
+        db_url: str, tmp_path: Path) -> None:
+    folder = write_jobs(tmp_path / "jobs", {"mail": """
+        QUEUE = "mail"
+        PRIORITY = -1
+        ON_CONFLICT = "allow"
+
+        def run(params):
+            return None
+    """}, recorder=False)
+    with open_table(db_url, folder) as jt:
+        job = jt.schedule_job(WorkerJobConfig(type="mail"))
+        assert (job.queue, job.priority, job.on_conflict) == ("mail", -1, "allow")
+        given = jt.schedule_job(WorkerJobConfig(type="mail", queue="urgent", priority=0,
+                                                on_conflict="replace"))
+        assert (given.queue, given.priority, given.on_conflict) == ("urgent", 0, "replace")

@@ -53,12 +53,17 @@ def pending(store: Store) -> list[str]:
     return [m.name for m in migration_files(store.dialect) if m.version not in done]
 
 
-def migrate(store: Store) -> list[str]:
-    """Apply pending migrations, each in its own transaction; return their names."""
+def migrate(store: Store, up_to: int | None = None) -> list[str]:
+    """Apply pending migrations, each in its own transaction; return their names.
+
+    ``up_to`` stops after that version (a database as an earlier release left it).
+    """
     files = migration_files(store.dialect)
     known = {m.version for m in files}
     names = []
     for migration in files:
+        if up_to is not None and migration.version > up_to:
+            break
         with store.transaction() as tx:
             store._lock_migrations(tx)
             tx.q("create_migrations_table")

@@ -136,7 +136,11 @@ class PostgresStore(Store):
                 auto_reschedule=j.auto_reschedule_on_failure,
                 retry_delay=j.auto_reschedule_on_failure_delay_ms,
                 remove_delay=j.remove_delay_ms, rescheduled_from=j.rescheduled_from_job,
-                declared=j.declared, payload=f"{j.due.timestamp():.6f}")
+                declared=j.declared, retry_count=j.retry_count, max_retries=j.max_retries,
+                backoff=j.backoff, max_backoff=j.max_backoff_ms, unique_key=j.unique_key,
+                on_conflict=j.on_conflict, queue=j.queue, priority=j.priority,
+                trace_context=None if j.trace_context is None else Jsonb(j.trace_context),
+                payload=f"{j.due.timestamp():.6f}")
             return [self.to_job(r) for r in rows]
         rows = self.read("schedule", **self._schedule_params(jobs, now))
         return [self.to_job(r) for r in rows]
@@ -204,9 +208,11 @@ class PostgresStore(Store):
         """The parameters of ``jobtable_schedule()`` for a batch."""
         cancelled = [not keep for keep in rules.dedupe_batch(list(jobs))]
         pairs = pair_order(jobs)
+        crons = rules.pairs_to_match(jobs)
         return {
             "keys": [pair_key(t, u) for t, u in pairs], "pair_types": [p[0] for p in pairs],
-            "pair_users": [p[1] for p in pairs], "stale": self.stale_cutoff(now),
+            "pair_users": [p[1] for p in pairs], "pair_crons": [crons[p] for p in pairs],
+            "stale": self.stale_cutoff(now),
             "payload": f"{min(j.due for j in jobs).timestamp():.6f}",
             "now": now, "cancel_result": self.cancel_result(),
             "types": [j.type for j in jobs], "user_ids": [j.user_id for j in jobs],
@@ -217,7 +223,15 @@ class PostgresStore(Store):
             "retry_delays": [j.auto_reschedule_on_failure_delay_ms for j in jobs],
             "remove_delays": [j.remove_delay_ms for j in jobs],
             "rescheduled_froms": [j.rescheduled_from_job for j in jobs],
-            "declareds": [j.declared for j in jobs], "cancelleds": cancelled}
+            "declareds": [j.declared for j in jobs], "cancelleds": cancelled,
+            "retry_counts": [j.retry_count for j in jobs],
+            "max_retries": [j.max_retries for j in jobs], "backoffs": [j.backoff for j in jobs],
+            "max_backoffs": [j.max_backoff_ms for j in jobs],
+            "unique_keys": [j.unique_key for j in jobs],
+            "on_conflicts": [j.on_conflict for j in jobs], "queues": [j.queue for j in jobs],
+            "priorities": [j.priority for j in jobs],
+            "trace_contexts": [None if j.trace_context is None else Jsonb(j.trace_context)
+                               for j in jobs]}
 
     def _claim(self, tx: Any, worker_id: str, limit: int, now: datetime,
                max_attempts: int) -> list[Row]:

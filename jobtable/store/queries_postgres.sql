@@ -46,16 +46,21 @@ DELETE FROM worker_jobs WHERE id IN (
     LIMIT :batch)
 
 -- name: schedule_one
+-- Rule 2 for one job: see jobtable_schedule_one() in the migrations.
 SELECT * FROM jobtable_schedule_one(
     :now, :stale, :cancel_result, :key, :type, :user_id, :data, :due, :cron_schedule,
     :cron_timezone, :auto_reschedule, :retry_delay, :remove_delay, :rescheduled_from,
-    :declared, :payload)
+    :declared, :retry_count, :max_retries, :backoff, :max_backoff, :unique_key,
+    :on_conflict, :queue, :priority, :trace_context, :payload)
 
 -- name: schedule
+-- Rule 2 for a batch: see jobtable_schedule() in the migrations.
 SELECT * FROM jobtable_schedule(
-    :now, :stale, :cancel_result, :keys, :pair_types, :pair_users, :types, :user_ids, :datas,
-    :dues, :cron_schedules, :cron_timezones, :auto_reschedules, :retry_delays,
-    :remove_delays, :rescheduled_froms, :declareds, :cancelleds, :payload)
+    :now, :stale, :cancel_result, :keys, :pair_types, :pair_users, :pair_crons, :types,
+    :user_ids, :datas, :dues, :cron_schedules, :cron_timezones, :auto_reschedules,
+    :retry_delays, :remove_delays, :rescheduled_froms, :declareds, :cancelleds,
+    :retry_counts, :max_retries, :backoffs, :max_backoffs, :unique_keys, :on_conflicts,
+    :queues, :priorities, :trace_contexts, :payload)
 
 -- name: throughput
 -- Succeeded and failed jobs per minute (cancellations not counted).

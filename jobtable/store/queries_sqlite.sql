@@ -4,21 +4,25 @@
 
 -- name: cancel_matching
 -- Rule 2: matching pending = same type and user_id, unfinished, and not started or
--- started longer ago than the stale limit.
+-- started longer ago than the stale limit. A one-off (:crons false) spares the rows
+-- of cron chains; a cron job replaces them too.
 UPDATE worker_jobs
 SET finished = :now, success = FALSE, cancelled = TRUE, result = :result, updated_at = :now
 WHERE type = :type AND user_id = :user_id AND finished IS NULL
   AND (started IS NULL OR started < :stale)
+  AND (:crons OR cron_schedule IS NULL)
 
 -- name: insert
 INSERT INTO worker_jobs (
     type, user_id, data, due, cron_schedule, cron_timezone, auto_reschedule_on_failure,
     auto_reschedule_on_failure_delay, remove_delay, rescheduled_from_job, declared,
-    finished, success, cancelled, result, created_at, updated_at)
+    finished, success, cancelled, result, retry_count, max_retries, backoff, max_backoff,
+    unique_key, on_conflict, queue, priority, trace_context, created_at, updated_at)
 VALUES (
     :type, :user_id, :data, :due, :cron_schedule, :cron_timezone, :auto_reschedule_on_failure,
     :auto_reschedule_on_failure_delay, :remove_delay, :rescheduled_from_job, :declared,
-    :finished, :success, :cancelled, :result, :now, :now)
+    :finished, :success, :cancelled, :result, :retry_count, :max_retries, :backoff,
+    :max_backoff, :unique_key, :on_conflict, :queue, :priority, :trace_context, :now, :now)
 RETURNING *
 
 -- name: claim

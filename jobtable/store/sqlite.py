@@ -166,6 +166,13 @@ class SqliteStore(Store):
             cancelled=bool(row["cancelled"]), attempts=row["attempts"],
             claimed_by=row["claimed_by"], declared=bool(row["declared"]),
             created_at=self._time(row["created_at"]), updated_at=self._time(row["updated_at"]),
+            retry_count=row["retry_count"], max_retries=row["max_retries"],
+            backoff=row["backoff"], max_backoff=row["max_backoff"],
+            cancel_requested=parse_sqlite(row["cancel_requested"]),
+            unique_key=row["unique_key"], on_conflict=row["on_conflict"], queue=row["queue"],
+            priority=row["priority"],
+            trace_context=None if row["trace_context"] is None
+            else json.loads(row["trace_context"]),
         )
 
     def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
@@ -175,9 +182,9 @@ class SqliteStore(Store):
         result = self.cancel_result()
         t = self._t(now)
         stale = self._t(self.stale_cutoff(now))
-        for job_type, user_id in {(j.type, j.user_id): None for j in jobs}:
-            tx.q("cancel_matching", type=job_type, user_id=user_id, now=t, stale=stale,
-                 result=result)
+        for (job_type, user_id), crons in rules.pairs_to_match(jobs).items():
+            tx.q("cancel_matching", type=job_type, user_id=user_id, crons=crons, now=t,
+                 stale=stale, result=result)
         rows = []
         for job, keep in zip(jobs, rules.dedupe_batch(list(jobs)), strict=True):
             rows.extend(tx.q(
@@ -189,7 +196,12 @@ class SqliteStore(Store):
                 remove_delay=job.remove_delay_ms, rescheduled_from_job=job.rescheduled_from_job,
                 declared=job.declared, finished=None if keep else t,
                 success=None if keep else False, cancelled=not keep,
-                result=None if keep else result, now=t))
+                result=None if keep else result, retry_count=job.retry_count,
+                max_retries=job.max_retries, backoff=job.backoff,
+                max_backoff=job.max_backoff_ms, unique_key=job.unique_key,
+                on_conflict=job.on_conflict, queue=job.queue, priority=job.priority,
+                trace_context=None if job.trace_context is None
+                else json.dumps(job.trace_context), now=t))
         return rows
 
     def _claim(self, tx: Any, worker_id: str, limit: int, now: datetime,

@@ -1,0 +1,60 @@
+"""A database written by the previous release (migrations up to 0003) upgrades in place:
+its rows keep their meaning, and its pending jobs and running cron chains go on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import now, open_table, run_burst, sql, write_jobs
+
+from jobtable import JobStatus
+from jobtable.store import open_store
+from jobtable.store.migrate import migrate
+
+PREVIOUS_RELEASE = 3  # the last migration the previous release shipped
+
+
+def _fill_as_the_previous_release_did(db_url: str) -> None:
+    """Rows as the previous release wrote them: only the columns it knew."""
+    t = now().replace(microsecond=0)
+    insert = ("INSERT INTO worker_jobs (type, user_id, data, due, cron_schedule, "
+              "auto_reschedule_on_failure, auto_reschedule_on_failure_delay, remove_delay, "
+              "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+    sql(db_url, insert, "note", 1, '{"n": 1}', t, None, False, 0, 3600000, t, t)
+    sql(db_url, insert, "note", 2, '{"n": 2}', t, "* * * * * *", False, 0, 3600000, t, t)
+    sql(db_url, insert, "note", 3, '{"n": 3}', t, None, True, 5000, 60000, t, t)
+    sql(db_url, "UPDATE worker_jobs SET finished = %s, success = %s, result = %s "
+                "WHERE user_id = 3", t, True, '{"ok": 3}')
+
+
+def test_a_database_of_the_previous_release_upgrades_with_rows_and_chains_intact(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"note": """
+        def run(params):
+            return {"ok": params.job.id}
+    """}, recorder=False)
+    with open_store(db_url) as store:
+        migrate(store, up_to=PREVIOUS_RELEASE)
+    _fill_as_the_previous_release_did(db_url)
+
+    with open_table(db_url, jobs) as jt:
+        jt.migrate()
+        before = {j.user_id: j for j in jt.list_jobs(limit=10)}
+        assert before[1].status is JobStatus.PENDING and before[1].data == {"n": 1}
+        assert before[2].cron_schedule == "* * * * * *"
+        assert before[3].status is JobStatus.SUCCEEDED and before[3].result == {"ok": 3}
+        assert before[3].auto_reschedule_on_failure_delay == 5000
+        for job in before.values():  # the new policies read as the old behaviour
+            assert (job.queue, job.priority, job.retry_count, job.max_retries) == (
+                "default", 0, 0, None)
+            assert (job.on_conflict, job.backoff, job.unique_key) == ("replace", "constant",
+                                                                       None)
+            assert job.cancel_requested is None and job.trace_context is None
+
+        run_burst(jt)
+        after = jt.list_jobs(limit=20)
+        assert jt.get_job(before[1].id).status is JobStatus.SUCCEEDED  # type: ignore[union-attr]
+        chain = sorted((j for j in after if j.user_id == 2), key=lambda j: j.id)
+        assert chain[-1].rescheduled_from_job is not None
+        assert [j.status for j in chain].count(JobStatus.PENDING) == 1  # the chain goes on
+        assert jt.get_job(before[2].id).status is JobStatus.SUCCEEDED  # type: ignore[union-attr]
