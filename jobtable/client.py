@@ -407,6 +407,31 @@ class JobTable:
         """``purge_jobs`` without blocking the event loop."""
         return await asyncio.to_thread(self.purge_jobs, statuses, older_than)
 
+    async def require_job_async(self, job_id: int) -> WorkerJob:
+        """``require_job`` without blocking the event loop."""
+        return await asyncio.to_thread(self.require_job, job_id)
+
+    async def job_chain_async(self, job_id: int) -> list[WorkerJob]:
+        """``job_chain`` without blocking the event loop."""
+        return await asyncio.to_thread(self.job_chain, job_id)
+
+    async def retry_jobs_async(self, job_ids: Sequence[int]) -> list[WorkerJob]:
+        """``retry_jobs`` without blocking the event loop."""
+        return await asyncio.to_thread(self.retry_jobs, job_ids)
+
+    async def count_purgeable_jobs_async(self, statuses: Sequence[str],
+                                         older_than: timedelta) -> int:
+        """``count_purgeable_jobs`` without blocking the event loop."""
+        return await asyncio.to_thread(self.count_purgeable_jobs, statuses, older_than)
+
+    async def cron_chains_async(self) -> list[CronChain]:
+        """``cron_chains`` without blocking the event loop."""
+        return await asyncio.to_thread(self.cron_chains)
+
+    async def live_workers_async(self, within: timedelta | None = None) -> list[WorkerInfo]:
+        """``live_workers`` without blocking the event loop."""
+        return await asyncio.to_thread(self.live_workers, within)
+
     # -- in-process wake-up -------------------------------------------------------
 
     def _subscribe(self, event: asyncio.Event) -> None:
