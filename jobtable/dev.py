@@ -27,6 +27,7 @@ from jobtable import codegen
 from jobtable.cli.options import (
     database_options,
     friendly_errors,
+    log_format_option,
     log_level_option,
     setup_logging,
     worker_options,
@@ -367,10 +368,12 @@ def _option_args(**options: str | int | None) -> list[str]:
 @click.option("--watch", "extra", multiple=True, type=click.Path(path_type=Path),
               metavar="PATH", help="Also restart on changes here (repeatable).")
 @log_level_option
+@log_format_option
 @friendly_errors
 def dev_command(database: str | None, jobs: str | None, app: str | None,
                 concurrency: int | None, processes: str | None, grace_period: str | None,
-                output: str | None, extra: tuple[Path, ...], log_level: str | None) -> None:
+                output: str | None, extra: tuple[Path, ...], log_level: str | None,
+                log_format: str | None) -> None:
     """Develop jobs: regenerate the typed bindings, run a worker, and on every change to
     the jobs folder or the app package regenerate and restart the worker (gracefully).
 
@@ -380,14 +383,16 @@ def dev_command(database: str | None, jobs: str | None, app: str | None,
     from jobtable._extras import require_extra
 
     require_extra("dev", "jobtable dev")
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     output = str(Path(output).resolve()) if output else None
     settings = load_settings(database=database, jobs=jobs, app=app, concurrency=concurrency,
                              processes=processes, grace_period=grace_period,
-                             bindings=output, log_level=log_level)
+                             bindings=output, log_level=log_level,
+                             log_format=log_format)
     worker_args = _option_args(database=database, jobs=jobs, app=app,
                                concurrency=concurrency, processes=processes,
-                               grace_period=grace_period, log_level=log_level)
+                               grace_period=grace_period, log_level=log_level,
+                               log_format=log_format)
     codegen_args = _option_args(jobs=jobs, output=output)
     loop = DevLoop(settings, worker_args, codegen_args, [p.resolve() for p in extra])
     sys.exit(loop.run())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jobtable.errors import ConfigError
+from jobtable.logs import check_log_format
 from jobtable.timeutil import parse_duration
 
 DEFAULT_DATABASE = "sqlite:///jobtable.db"
@@ -28,6 +29,7 @@ class Settings:
     jobs: str = "jobs"
     app: str | None = None
     log_level: str = "INFO"
+    log_format: str = "text"
     concurrency: int = 10
     processes: str = "1"
     stale_limit: timedelta = timedelta(hours=1)
@@ -52,6 +54,7 @@ _ENV = {
     "jobs": ("JOBTABLE_JOBS",),
     "app": ("JOBTABLE_APP",),
     "log_level": ("JOBTABLE_LOG_LEVEL", "WORKER_LOG_LEVEL"),
+    "log_format": ("JOBTABLE_LOG_FORMAT",),
     "concurrency": ("JOBTABLE_CONCURRENCY",),
     "processes": ("JOBTABLE_WORKER_COUNT", "WORKER_COUNT"),
     "stale_limit": ("JOBTABLE_STALE_LIMIT",),
@@ -102,7 +105,11 @@ def _convert(name: str, value: Any) -> Any:
             if number < 1:
                 raise ValueError(f"must be at least 1, got {number}")
             return number
+        if name == "log_format":
+            return check_log_format(str(value))
         return str(value)
+    except ConfigError as exc:
+        raise ConfigError(f"setting {name}: {exc}") from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"setting {name}: {exc}") from None
 

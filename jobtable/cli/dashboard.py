@@ -8,6 +8,7 @@ from jobtable.cli.options import (
     checked_table,
     database_options,
     friendly_errors,
+    log_format_option,
     setup_logging,
 )
 from jobtable.settings import load_settings
@@ -35,11 +36,12 @@ from jobtable.settings import load_settings
               help="The public origin actions must come from, behind a proxy "
                    "('https://ops.example.com') [env JOBTABLE_DASHBOARD_ORIGIN].")
 @click.option("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
+@log_format_option
 @friendly_errors
 def dashboard_command(database: str | None, jobs: str | None, host: str, port: int,
                       token: str | None, user: str | None, password: str | None,
                       allowed_hosts: tuple[str, ...], origin: str | None,
-                      log_level: str | None) -> None:
+                      log_level: str | None, log_format: str | None) -> None:
     """Serve the web dashboard: overview, jobs, job details, cron schedules, actions and
     /metrics for Prometheus."""
     from jobtable._extras import require_extra
@@ -60,7 +62,7 @@ def dashboard_command(database: str | None, jobs: str | None, host: str, port: i
             "set a token (--token or JOBTABLE_DASHBOARD_TOKEN) or basic auth (--user and "
             "--password, or JOBTABLE_DASHBOARD_USER and JOBTABLE_DASHBOARD_PASSWORD), or keep "
             "the default --host 127.0.0.1")
-    setup_logging(log_level or "WARNING")
+    setup_logging(log_level or "WARNING", log_format)
     settings = load_settings(database=database, jobs=jobs)
     with checked_table(settings):  # fail now, clearly, if the database is unreachable
         pass

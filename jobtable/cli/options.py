@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from jobtable import logs
 from jobtable.client import JobTable
 from jobtable.errors import JobTableError
 from jobtable.settings import Settings, load_settings
@@ -20,15 +21,15 @@ from jobtable.settings import Settings, load_settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def setup_logging(level: str | None) -> None:
-    """Configure standard logging for the command line (``JOBTABLE_LOG_LEVEL``)."""
+def setup_logging(level: str | None, log_format: str | None = None) -> None:
+    """Configure standard logging for the command line (``JOBTABLE_LOG_LEVEL``;
+    ``--log-format``, ``JOBTABLE_LOG_FORMAT`` or ``[tool.jobtable] log_format``)."""
     name = (level or os.environ.get("JOBTABLE_LOG_LEVEL")
             or os.environ.get("WORKER_LOG_LEVEL") or "INFO").upper()
     if name not in logging.getLevelNamesMapping():
         raise click.BadParameter(
             f"unknown log level {name!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    logging.basicConfig(level=name, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logs.configure(name, load_settings(log_format=log_format).log_format, sys.stderr)
     logging.getLogger("jobtable").setLevel(name)
     if name != "DEBUG":
         # The worker reports an outage once; the pool would log every reconnect attempt.
@@ -64,6 +65,13 @@ def log_level_option(fn: F) -> F:
     return click.option("--log-level", metavar="LEVEL",
                         help="DEBUG, INFO, WARNING or ERROR "
                              "[env JOBTABLE_LOG_LEVEL; default INFO].")(fn)
+
+
+def log_format_option(fn: F) -> F:
+    """--log-format (``JOBTABLE_LOG_FORMAT``, ``[tool.jobtable] log_format``)."""
+    return click.option("--log-format", metavar="text|json",
+                        help="Log lines for people (text) or one JSON object per line "
+                             "(json) [env JOBTABLE_LOG_FORMAT; default text].")(fn)
 
 
 def friendly_errors(fn: F) -> F:

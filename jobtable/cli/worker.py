@@ -14,6 +14,7 @@ import click
 from jobtable.cli.options import (
     database_options,
     friendly_errors,
+    log_format_option,
     log_level_option,
     setup_logging,
     worker_options,
@@ -47,21 +48,23 @@ log = logging.getLogger("jobtable.cli")
 @click.option("--poll-interval", metavar="DURATION",
               help="Longest idle sleep between checks for due jobs [default 1s].")
 @log_level_option
+@log_format_option
 @friendly_errors
 def worker(database: str | None, jobs: str | None, app: str | None, concurrency: int | None,
            processes: str | None, burst: bool, stale_limit: str | None,
            grace_period: str | None, rescue_after: str | None, poll_interval: str | None,
-           log_level: str | None) -> None:
+           log_level: str | None, log_format: str | None) -> None:
     """Run jobs until SIGTERM/SIGINT (or, with --burst, until none is due).
 
     On a stop signal the worker stops claiming, lets running jobs finish within the
     grace period, fails what is left with a clear error, and exits 0.
     """
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     settings = load_settings(database=database, jobs=jobs, app=app, concurrency=concurrency,
                              processes=processes, stale_limit=stale_limit,
                              grace_period=grace_period, rescue_after=rescue_after,
-                             poll_interval=poll_interval, log_level=log_level)
+                             poll_interval=poll_interval, log_level=log_level,
+                             log_format=log_format)
     count = resolve_processes(settings.processes)
     if count > 1 and not burst:
         argv = [a for a in sys.argv[1:]]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from jobtable import logs
 from jobtable.model import JobParams, WorkerJob, nesting_problem, unstorable_text
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Execut
     run = jt.run
     started = time.monotonic()
     logger.debug("started")
+    token = logs.enter_job(job.id, job.type)
     try:
         async with asyncio.timeout(timeout) as deadline:
             if jt.is_async:
@@ -166,8 +168,12 @@ async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Execut
                                           f"finished (grace period {grace:g}s)",
                                  "exception": "WorkerShutdown"})
     except (Exception, SystemExit) as exc:
-        logger.warning("failed: %s: %s", type(exc).__name__, _message(exc))
+        # ERROR with the exception, so that error trackers (Sentry's logging
+        # integration) and log aggregators see the failure and its traceback.
+        logger.error("failed: %s: %s", type(exc).__name__, _message(exc), exc_info=exc)
         return RunResult(False, describe_failure(exc))
+    finally:
+        logs.leave_job(token)
     problem = _json_problem(value)
     if problem:
         logger.error("%s", problem)

@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from jobtable import logs
 from jobtable.model import WorkerJob
 from jobtable.process import AsyncChildProcess, describe_exit, die_with_parent
 from jobtable.settings import Settings
@@ -104,8 +105,7 @@ def main() -> None:
     # twice at once once the job is rescued.
     die_with_parent()
     level = str(spec["settings"].get("log_level", "INFO")).upper()
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logs.configure(level, str(spec["settings"].get("log_format", "text")), sys.stderr)
     # The parent owns the stop signals; it terminates us when it must.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     result = asyncio.run(_child(spec))
