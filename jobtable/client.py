@@ -123,17 +123,24 @@ class JobTable:
                                   declared=declared)
 
     def schedule_job(self, config: WorkerJobConfig) -> WorkerJob:
-        """Schedule a one-off job, first cancelling matching pending jobs (same type and
-        user_id), in one transaction. Returns the new row."""
+        """Schedule a one-off job by rule 2, in one transaction. Returns its row.
+
+        What the job matches: pending jobs of its type and user_id (with a
+        ``unique_key``, only those with that key). ``on_conflict`` says what happens to
+        them: ``"replace"`` (default) cancels them, then inserts; ``"keep"`` inserts
+        nothing when one exists and returns it, with ``inserted`` False (a new row has
+        ``inserted`` True); ``"allow"`` inserts beside them.
+        """
         job = self._new_job(config)
         row = self._ready().schedule([job])[0]
         self._wake()
         return row
 
     def schedule_jobs(self, configs: Sequence[WorkerJobConfig]) -> list[WorkerJob]:
-        """Schedule many jobs in one transaction and round trip. Every config is checked
-        before anything is written; within the batch the last job of a (type, user_id)
-        wins, as if they had been scheduled one after another."""
+        """Schedule many jobs in one transaction. Every config is checked before anything
+        is written; each job's ``on_conflict`` applies against the table and the earlier
+        jobs of the batch, as if they had been scheduled one after another (with
+        ``replace``, the last job of a match wins). One row per config, in order."""
         jobs = [self._new_job(c) for c in configs]
         rows = self._ready().schedule(jobs)
         self._wake()

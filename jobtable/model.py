@@ -319,6 +319,11 @@ class WorkerJob:
 
     ``attempts`` counts how often the row was claimed; it is also the claim's
     fencing token: a worker may finish the row only while its token is current.
+
+    ``inserted`` is not a column: it tells what scheduling did. True for a row that
+    scheduling wrote (and for every row read otherwise); False when
+    ``on_conflict="keep"`` found a matching pending job and returned it instead of
+    writing a new one. It takes no part in equality and is not in ``to_dict()``.
     """
 
     id: int
@@ -355,6 +360,7 @@ class WorkerJob:
     queue: str = "default"
     priority: int = 0
     trace_context: dict[str, str] | None = None
+    inserted: bool = field(default=True, repr=False, compare=False, kw_only=True)
 
     @property
     def is_cron(self) -> bool:
@@ -381,11 +387,15 @@ class WorkerJob:
     def to_dict(self) -> dict[str, Any]:
         """The row as JSON-ready values (timestamps in ISO-8601)."""
         out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
+        for name in JOB_COLUMNS:
             value = getattr(self, name)
             out[name] = value.isoformat() if isinstance(value, datetime) else value
         out["status"] = self.status.value
         return out
+
+
+JOB_COLUMNS = tuple(name for name in WorkerJob.__dataclass_fields__ if name != "inserted")
+"""The columns of ``worker_jobs`` that ``WorkerJob`` carries, in order."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ call them to build rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from jobtable.cron import parse_cron
@@ -113,29 +114,114 @@ def retry_row(job: WorkerJob, now: datetime) -> NewJob:
 
 
 def dedupe_batch(jobs: list[NewJob]) -> list[bool]:
-    """For a batch, which rows stay pending: only the last of each (type, user_id).
+    """For a batch, which rows are written pending (True) rather than already cancelled
+    by a later job of the same batch, as if scheduled one after another (see
+    ``plan_batch``; rows of the table are not looked at)."""
+    plan = plan_batch(jobs, None)
+    return [not c for c in plan.cancelled]
 
-    Earlier rows of the same pair are written already cancelled, as if scheduled
-    one after another.
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Which pending rows a job's scheduling matches (rule 2).
+
+    Same ``type`` and ``user_id``; with a ``unique_key`` only rows with that key (without
+    one, every row of the pair, keyed or not); a one-off (``crons`` False) spares the rows
+    of cron chains, a cron job matches them too.
     """
-    last: dict[tuple[str, int], int] = {}
-    for index, job in enumerate(jobs):
-        last[(job.type, job.user_id)] = index
-    return [last[(job.type, job.user_id)] == i for i, job in enumerate(jobs)]
+
+    type: str
+    user_id: int
+    unique_key: str | None
+    crons: bool
+
+    def hits(self, job_type: str, user_id: int, unique_key: str | None,
+             is_cron: bool) -> bool:
+        """Whether a pending row with these columns matches."""
+        return (job_type == self.type and user_id == self.user_id
+                and (self.unique_key is None or unique_key == self.unique_key)
+                and (self.crons or not is_cron))
 
 
-def pairs_to_match(jobs: Sequence[NewJob]) -> dict[tuple[str, int], bool]:
-    """The (type, user_id) pairs whose pending jobs a batch replaces, and for each
-    whether the replacement also ends a pending cron chain of the pair.
+def match_of(job: NewJob) -> Match | None:
+    """What ``job`` matches, or None for ``on_conflict="allow"`` (it matches nothing)."""
+    if job.on_conflict == "allow":
+        return None
+    return Match(job.type, job.user_id, job.unique_key, job.cron_schedule is not None)
 
-    A cron job (the last of its pair in the batch) replaces every pending job of the
-    pair; a one-off replaces only one-offs, so that running a cron job's type by hand
-    does not end its chain.
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """What scheduling a batch does, as if its jobs were scheduled one after another.
+
+    - ``insert[i]``: job ``i`` is written (False: ``on_conflict="keep"`` found a match);
+    - ``cancelled[i]``: it is written already cancelled (a later job replaced it);
+    - ``kept[i]``: for a job not written, the match it returns: ``("row", id)`` of a
+      table row, or ``("batch", j)`` of an earlier job of the batch;
+    - ``cancel_ids``: pending table rows to cancel (when the table rows were given);
+    - ``matches``: the ``Match`` of every replacing job, to cancel table rows by
+      (when they were not given: the database applies them, before the inserts).
     """
-    last: dict[tuple[str, int], bool] = {}
-    for job in jobs:
-        last[(job.type, job.user_id)] = job.cron_schedule is not None
-    return last
+
+    insert: list[bool]
+    cancelled: list[bool]
+    kept: list[tuple[str, int] | None]
+    cancel_ids: list[int]
+    matches: list[Match]
+
+
+def needs_table_rows(jobs: Sequence[NewJob]) -> bool:
+    """Whether planning ``jobs`` needs the pending rows of their pairs (a ``keep`` job
+    must know whether a match exists; replacing and allowing need not)."""
+    return any(j.on_conflict == "keep" for j in jobs)
+
+
+def is_pending(job: WorkerJob, stale_cutoff: datetime) -> bool:
+    """Unfinished and not started, or started before ``stale_cutoff`` (rule 1)."""
+    return job.finished is None and (job.started is None or job.started < stale_cutoff)
+
+
+def plan_batch(jobs: Sequence[NewJob], pending: Sequence[WorkerJob] | None) -> BatchPlan:
+    """Rule 2 for a batch, job by job in order, as if scheduled one after another.
+
+    ``pending`` are the table's pending rows of the batch's pairs (oldest first), or
+    None when the caller lets the database cancel by ``matches`` (only possible when no
+    job is ``keep``; see ``needs_table_rows``). ``replace`` cancels every match, then
+    inserts; ``keep`` returns the oldest match instead of inserting, or inserts when
+    there is none; ``allow`` inserts beside anything.
+    """
+    if pending is None and needs_table_rows(jobs):
+        raise ValueError("a batch with on_conflict='keep' needs the table's pending rows")
+    # Live candidates: (origin, ref, type, user_id, unique_key, is_cron)
+    live: list[tuple[str, int, str, int, str | None, bool]] = [
+        ("row", r.id, r.type, r.user_id, r.unique_key, r.cron_schedule is not None)
+        for r in (pending or [])]
+    insert = [True] * len(jobs)
+    cancelled = [False] * len(jobs)
+    kept: list[tuple[str, int] | None] = [None] * len(jobs)
+    cancel_ids: list[int] = []
+    matches: list[Match] = []
+    for i, job in enumerate(jobs):
+        match = match_of(job)
+        if match is not None:
+            hits = [c for c in live if match.hits(*c[2:])]
+            if job.on_conflict == "keep" and hits:
+                insert[i] = False
+                kept[i] = (hits[0][0], hits[0][1])
+                continue
+            if job.on_conflict == "replace":
+                if pending is None and match not in matches:
+                    matches.append(match)
+                for hit in hits:
+                    live.remove(hit)
+                    if hit[0] == "row":
+                        cancel_ids.append(hit[1])
+                    else:
+                        cancelled[hit[1]] = True
+        live.append(("batch", i, job.type, job.user_id, job.unique_key,
+                     job.cron_schedule is not None))
+    return BatchPlan(insert=insert, cancelled=cancelled, kept=kept,
+                     cancel_ids=cancel_ids, matches=matches)
 
 
 def rescue(job: WorkerJob, now: datetime, max_attempts: int) -> Outcome | None:

@@ -32,20 +32,30 @@ from jobtable.validation import read_job_data
 @click.option("--retry-delay", metavar="DURATION", help="Delay before that retry.")
 @click.option("--remove-delay", metavar="DURATION",
               help="How long a succeeded job is kept [default 1h].")
+@click.option("--unique-key", metavar="KEY",
+              help="Match only pending jobs of this type and user with this key "
+                   "(at most 255 characters).")
+@click.option("--on-conflict", type=click.Choice(["replace", "keep", "allow"]),
+              help="What to do with matching pending jobs: cancel them (replace), return "
+                   "the existing one and write nothing (keep), or ignore them (allow) "
+                   "[default: the job module's ON_CONFLICT, else replace].")
 @click.option("--json", "as_json", is_flag=True, help="Print the new row as JSON.")
 @friendly_errors
 def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int,
              data: str | None, data_file: str | None, due: str | None, cron: str | None,
              timezone: str | None, retry: bool | None, retry_delay: str | None,
-             remove_delay: str | None, as_json: bool) -> None:
-    """Schedule a job of JOB_TYPE (cancelling matching pending jobs first)."""
+             remove_delay: str | None, unique_key: str | None, on_conflict: str | None,
+             as_json: bool) -> None:
+    """Schedule a job of JOB_TYPE (cancelling matching pending jobs first, unless
+    --on-conflict says otherwise)."""
     payload = read_job_data(data, data_file)
     config = WorkerJobConfig(
         type=job_type, user_id=user_id, data=payload,
         due=parse_due(due) if due else None, auto_reschedule_on_failure=retry,
         auto_reschedule_on_failure_delay=parse_duration(retry_delay, "--retry-delay")
         if retry_delay else None,
-        remove_delay=parse_duration(remove_delay, "--remove-delay") if remove_delay else None)
+        remove_delay=parse_duration(remove_delay, "--remove-delay") if remove_delay else None,
+        unique_key=unique_key, on_conflict=on_conflict)  # type: ignore[arg-type]
     with open_table(database, jobs) as jt:
         if cron:
             job = jt.schedule_cron_job(config, cron, timezone)
@@ -55,6 +65,9 @@ def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int
             job = jt.schedule_job(config)
     if as_json:
         click.echo(json.dumps(job.to_dict()))
+    elif not job.inserted:
+        click.echo(f"kept pending job {job.id} ({job.type}, user {job.user_id}) due "
+                   f"{job.due.isoformat()}; nothing scheduled")
     else:
         click.echo(f"scheduled job {job.id} ({job.type}, user {job.user_id}) due "
                    f"{job.due.isoformat()}" + (f", cron {job.cron_schedule}" if cron else ""))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import re
@@ -200,11 +201,47 @@ class Store(ABC):
         """A row as the database returned it, as a ``WorkerJob``."""
 
     @abstractmethod
-    def _replace(self, tx: Tx, jobs: Sequence[NewJob], now: datetime) -> list[Row]:
-        """Rule 2, written once per dialect: cancel the matching pending rows of the jobs'
-        (type, user_id) pairs, then insert the jobs, the earlier rows of a pair within
-        the batch already cancelled; wake idle workers. The caller holds the pair locks.
-        Returns the inserted rows, in batch order."""
+    def _write(self, tx: Tx, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+               plan: rules.BatchPlan, now: datetime) -> list[Row]:
+        """Rule 2's writes, once per dialect: cancel the pending rows that ``plan`` names
+        (``cancel_ids``) or matches (``matches``), then insert ``jobs`` (those the plan
+        writes), each already cancelled where ``cancelled`` says so; wake idle workers.
+        The caller holds the pair locks. Returns the inserted rows, in order."""
+
+    def _pending_rows(self, tx: Tx, pairs: Sequence[tuple[str, int]],
+                      now: datetime) -> list[WorkerJob]:
+        """The pending rows (rule 1) of ``pairs``, oldest first."""
+        stale = self.stale_cutoff(now)
+        rows = [self.to_job(r) for t, u in pairs
+                for r in tx.q("unfinished_for_pair", type=t, user_id=u)]
+        return sorted((r for r in rows if rules.is_pending(r, stale)), key=lambda r: r.id)
+
+    # Whether this dialect always plans against the table's pending rows (cheap where
+    # the database is in-process) rather than letting the database cancel by match.
+    plans_with_rows: ClassVar[bool] = False
+
+    def _schedule_in(self, tx: Tx, jobs: Sequence[NewJob], now: datetime) -> list[WorkerJob]:
+        """Rule 2 inside ``tx`` (the caller holds the pair locks): plan the batch with
+        ``rules.plan_batch``, write it, and return one row per job in batch order: the
+        inserted row, or for a ``keep`` that found a match, that row (``inserted`` False).
+        """
+        pending = None
+        if self.plans_with_rows or rules.needs_table_rows(jobs):
+            pending = self._pending_rows(tx, pair_order(jobs), now)
+        plan = rules.plan_batch(jobs, pending)
+        to_insert = [j for j, ins in zip(jobs, plan.insert, strict=True) if ins]
+        flags = [c for c, ins in zip(plan.cancelled, plan.insert, strict=True) if ins]
+        written = iter(self._write(tx, to_insert, flags, plan, now))
+        out: list[WorkerJob] = []
+        for ins, kept in zip(plan.insert, plan.kept, strict=True):
+            if ins:
+                out.append(self.to_job(next(written)))
+            elif kept is not None and kept[0] == "batch":
+                out.append(dataclasses.replace(out[kept[1]], inserted=False))
+            elif kept is not None:
+                row = tx.q("get_job", id=kept[1])[0]
+                out.append(dataclasses.replace(self.to_job(row), inserted=False))
+        return out
 
     @abstractmethod
     def _lock_pairs(self, tx: Tx, pairs: Sequence[tuple[str, int]]) -> None:
@@ -226,17 +263,18 @@ class Store(ABC):
         return now - self.stale_limit
 
     def schedule(self, jobs: Sequence[NewJob]) -> list[WorkerJob]:
-        """Insert jobs, first cancelling matching pending jobs; all in one transaction.
+        """Schedule jobs by rule 2, all in one transaction; one row per job, in order.
 
-        Within a batch only the last job of each (type, user_id) stays pending; the
-        earlier ones are written already cancelled.
+        Each job's ``on_conflict`` applies to the pending rows it matches (its
+        ``rules.Match``), in the table and earlier in the batch, as if the jobs were
+        scheduled one after another: ``replace`` cancels them, ``keep`` returns the
+        oldest instead of inserting (``inserted`` False), ``allow`` ignores them.
         """
         if not jobs:
             return []
         with self.transaction() as tx:
             self._lock_pairs(tx, pair_order(jobs))
-            rows = self._replace(tx, jobs, utcnow())
-        return [self.to_job(r) for r in rows]
+            return self._schedule_in(tx, jobs, utcnow())
 
     def ensure_chain(self, job: NewJob) -> WorkerJob:
         """Make sure exactly one chain of this cron job exists; start one if none does.
@@ -253,8 +291,7 @@ class Store(ABC):
                 existing = self.to_job(row)
                 if rules.same_chain(existing, job, stale):
                     return existing
-            rows = self._replace(tx, [job], now)
-        return self.to_job(rows[0])
+            return self._schedule_in(tx, [job], now)[0]
 
     def stop_undeclared_chains(self, declared: dict[str, str]) -> list[int]:
         """Cancel pending declared-cron rows whose module no longer declares that schedule."""
@@ -319,7 +356,7 @@ class Store(ABC):
             jobs = [o.follow_up for o in follow
                     if o.job.id in written and o.follow_up is not None]
             if jobs:
-                self._replace(tx, jobs, now)
+                self._schedule_in(tx, jobs, now)
         return written
 
     def release_claim(self, job_id: int, token: int) -> bool:

@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool
 from jobtable import rules
 from jobtable._atexit import close_at_exit
 from jobtable.errors import DatabaseUnavailableError
-from jobtable.model import NewJob, Outcome, WorkerJob
+from jobtable.model import JOB_COLUMNS, NewJob, Outcome, WorkerJob
 from jobtable.store.base import (
     DEFAULT_STALE_LIMIT,
     Row,
@@ -121,10 +121,14 @@ class PostgresStore(Store):
                 raise
 
     def schedule(self, jobs: Sequence[NewJob]) -> list[WorkerJob]:
-        """Rule 2 in one round trip and one transaction: ``jobtable_schedule()`` takes
-        the pair locks, cancels, inserts and notifies on the server."""
+        """Rule 2 in one round trip: ``jobtable_schedule()`` takes the pair locks,
+        cancels, inserts and notifies on the server. A batch with an
+        ``on_conflict="keep"`` job needs the pairs' pending rows first: it runs as a
+        transaction (lock, read, plan, write)."""
         if not jobs:
             return []
+        if rules.needs_table_rows(jobs):
+            return super().schedule(jobs)
         now = utcnow()
         if len(jobs) == 1:
             j = jobs[0]
@@ -142,7 +146,8 @@ class PostgresStore(Store):
                 trace_context=None if j.trace_context is None else Jsonb(j.trace_context),
                 payload=f"{j.due.timestamp():.6f}")
             return [self.to_job(r) for r in rows]
-        rows = self.read("schedule", **self._schedule_params(jobs, now))
+        plan = rules.plan_batch(jobs, None)
+        rows = self.read("schedule", **self._schedule_params(jobs, plan.cancelled, plan, now))
         return [self.to_job(r) for r in rows]
 
     @contextmanager
@@ -192,28 +197,30 @@ class PostgresStore(Store):
         return Jsonb(value)
 
     def to_job(self, row: Row) -> WorkerJob:
-        return WorkerJob(**{k: row[k] for k in WorkerJob.__dataclass_fields__})
+        return WorkerJob(**{k: row[k] for k in JOB_COLUMNS})
 
     def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
         if pairs:
             tx.q("lock_pairs", keys=[pair_key(t, u) for t, u in pairs])
 
-    def _replace(self, tx: Any, jobs: Sequence[NewJob], now: datetime) -> list[Row]:
+    def _write(self, tx: Any, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+               plan: rules.BatchPlan, now: datetime) -> list[Row]:
         """The server-side ``jobtable_schedule()`` (the caller's pair locks are taken
         again, which PostgreSQL allows within one transaction)."""
-        rows: list[Row] = tx.q("schedule", **self._schedule_params(jobs, now))
+        rows: list[Row] = tx.q("schedule", **self._schedule_params(jobs, cancelled, plan, now))
         return rows
 
-    def _schedule_params(self, jobs: Sequence[NewJob], now: datetime) -> dict[str, Any]:
+    def _schedule_params(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+                         plan: rules.BatchPlan, now: datetime) -> dict[str, Any]:
         """The parameters of ``jobtable_schedule()`` for a batch."""
-        cancelled = [not keep for keep in rules.dedupe_batch(list(jobs))]
-        pairs = pair_order(jobs)
-        crons = rules.pairs_to_match(jobs)
+        matches = plan.matches
         return {
-            "keys": [pair_key(t, u) for t, u in pairs], "pair_types": [p[0] for p in pairs],
-            "pair_users": [p[1] for p in pairs], "pair_crons": [crons[p] for p in pairs],
+            "keys": [pair_key(t, u) for t, u in pair_order(jobs)],
+            "match_types": [m.type for m in matches], "match_users": [m.user_id for m in matches],
+            "match_keys": [m.unique_key for m in matches],
+            "match_crons": [m.crons for m in matches], "cancel_ids": plan.cancel_ids,
             "stale": self.stale_cutoff(now),
-            "payload": f"{min(j.due for j in jobs).timestamp():.6f}",
+            "payload": f"{min((j.due for j in jobs), default=now).timestamp():.6f}",
             "now": now, "cancel_result": self.cancel_result(),
             "types": [j.type for j in jobs], "user_ids": [j.user_id for j in jobs],
             "datas": [Jsonb(j.data) for j in jobs], "dues": [j.due for j in jobs],
@@ -223,7 +230,7 @@ class PostgresStore(Store):
             "retry_delays": [j.auto_reschedule_on_failure_delay_ms for j in jobs],
             "remove_delays": [j.remove_delay_ms for j in jobs],
             "rescheduled_froms": [j.rescheduled_from_job for j in jobs],
-            "declareds": [j.declared for j in jobs], "cancelleds": cancelled,
+            "declareds": [j.declared for j in jobs], "cancelleds": list(cancelled),
             "retry_counts": [j.retry_count for j in jobs],
             "max_retries": [j.max_retries for j in jobs], "backoffs": [j.backoff for j in jobs],
             "max_backoffs": [j.max_backoff_ms for j in jobs],

@@ -56,7 +56,8 @@ SELECT * FROM jobtable_schedule_one(
 -- name: schedule
 -- Rule 2 for a batch: see jobtable_schedule() in the migrations.
 SELECT * FROM jobtable_schedule(
-    :now, :stale, :cancel_result, :keys, :pair_types, :pair_users, :pair_crons, :types,
+    :now, :stale, :cancel_result, :keys, :match_types, :match_users, :match_keys,
+    :match_crons, :cancel_ids, :types,
     :user_ids, :datas, :dues, :cron_schedules, :cron_timezones, :auto_reschedules,
     :retry_delays, :remove_delays, :rescheduled_froms, :declareds, :cancelleds,
     :retry_counts, :max_retries, :backoffs, :max_backoffs, :unique_keys, :on_conflicts,

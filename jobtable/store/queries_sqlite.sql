@@ -2,16 +2,6 @@
 -- BEGIN IMMEDIATE, so a claim needs no SKIP LOCKED — no other writer can see the
 -- rows between the SELECT and the UPDATE.
 
--- name: cancel_matching
--- Rule 2: matching pending = same type and user_id, unfinished, and not started or
--- started longer ago than the stale limit. A one-off (:crons false) spares the rows
--- of cron chains; a cron job replaces them too.
-UPDATE worker_jobs
-SET finished = :now, success = FALSE, cancelled = TRUE, result = :result, updated_at = :now
-WHERE type = :type AND user_id = :user_id AND finished IS NULL
-  AND (started IS NULL OR started < :stale)
-  AND (:crons OR cron_schedule IS NULL)
-
 -- name: insert
 INSERT INTO worker_jobs (
     type, user_id, data, due, cron_schedule, cron_timezone, auto_reschedule_on_failure,

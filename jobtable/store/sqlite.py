@@ -178,15 +178,18 @@ class SqliteStore(Store):
     def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
         pass  # BEGIN IMMEDIATE already serialises every writer
 
-    def _replace(self, tx: Any, jobs: Sequence[NewJob], now: datetime) -> list[Row]:
+    plans_with_rows = True  # reading the pair's pending rows is an in-process call
+
+    def _write(self, tx: Any, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+               plan: rules.BatchPlan, now: datetime) -> list[Row]:
         result = self.cancel_result()
         t = self._t(now)
         stale = self._t(self.stale_cutoff(now))
-        for (job_type, user_id), crons in rules.pairs_to_match(jobs).items():
-            tx.q("cancel_matching", type=job_type, user_id=user_id, crons=crons, now=t,
-                 stale=stale, result=result)
+        for job_id in plan.cancel_ids:
+            tx.q("cancel_by_id", id=job_id, now=t, stale=stale, result=result)
         rows = []
-        for job, keep in zip(jobs, rules.dedupe_batch(list(jobs)), strict=True):
+        for job, gone in zip(jobs, cancelled, strict=True):
+            keep = not gone
             rows.extend(tx.q(
                 "insert", type=job.type, user_id=job.user_id, data=json.dumps(job.data),
                 due=self._t(job.due), cron_schedule=job.cron_schedule,

@@ -134,3 +134,28 @@ def test_the_old_scheduling_module_still_offers_the_rules() -> None:
     from jobtable import scheduling
 
     assert scheduling.follow_up is rules.follow_up and scheduling.new_job is rules.new_job
+
+
+def test_a_batch_plan_applies_each_jobs_on_conflict_as_if_one_after_another() -> None:
+    def job(key: str | None, mode: str, user: int = 3) -> NewJob:
+        return rules.new_job(config(unique_key=key, on_conflict=mode, user_id=user), NOW)
+
+    table = [row(id=1, unique_key="k"), row(id=2, unique_key=None),
+             row(id=3, unique_key="c", cron_schedule="0 * * * *")]
+    plan = rules.plan_batch([job("k", "keep"), job("n", "keep"), job("n", "keep"),
+                             job("x", "replace"), job(None, "replace"), job("a", "allow")],
+                            table)
+    assert plan.insert == [False, True, False, True, True, True]
+    assert plan.kept == [("row", 1), None, ("batch", 1), None, None, None]
+    # The un-keyed one-off replaces every one-off of the pair (keyed or not, in the
+    # table and earlier in the batch) and spares the cron chain's row.
+    assert plan.cancel_ids == [1, 2]
+    assert plan.cancelled == [False, True, False, True, False, False]
+    assert plan.matches == []
+    # Without the table's rows a replacing batch is planned by matches.
+    fast = rules.plan_batch([job("k", "replace"), job("k", "replace", user=4)], None)
+    assert fast.matches == [rules.Match("send", 3, "k", False), rules.Match("send", 4, "k",
+                                                                            False)]
+    assert fast.cancelled == [False, False] and fast.cancel_ids == []
+    assert rules.needs_table_rows([job(None, "keep")])
+    assert not rules.needs_table_rows([job(None, "replace"), job(None, "allow")])
