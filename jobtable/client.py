@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from jobtable.errors import (
     InvalidJobError,
     JobNotFoundError,
     MigrationError,
+    UnknownJobTypeError,
 )
 from jobtable.model import NewJob, WorkerJob, WorkerJobConfig
 from jobtable.registry import Registry, discover
@@ -37,11 +38,20 @@ class JobTable:
     ``JobTable()`` uses ``sqlite:///jobtable.db`` and ``./jobs`` unless settings
     (arguments, ``JOBTABLE_*`` variables, ``[tool.jobtable]``) say otherwise.
     Every ``*_async`` method is the same operation run off the event loop.
+
+    Scheduling a type that has no module in the jobs folder raises
+    ``UnknownJobTypeError`` (it catches typos) when the ``JobTable`` has a jobs folder.
+    A producer without the job code (no jobs folder, or ``strict=False``) may schedule
+    any type by name; the worker that has the folder runs it. ``known_types`` names
+    types accepted beside the folder's, others still being refused. A type scheduled
+    without its module is not checked against its ``Data`` and takes no module defaults.
     """
 
     def __init__(self, database: str | None = None, jobs: str | Path | None = None, *,
                  stale_limit: timedelta | float | None = None,
-                 auto_migrate: bool | None = None, settings: Settings | None = None) -> None:
+                 auto_migrate: bool | None = None, settings: Settings | None = None,
+                 strict: bool | None = None,
+                 known_types: Iterable[str] | None = None) -> None:
         base = settings or load_settings()
         self.settings = base.with_overrides(
             database=database, jobs=None if jobs is None else str(jobs),
@@ -52,6 +62,14 @@ class JobTable:
             self.registry: Registry = discover(None)
         else:
             self.registry = discover(jobs_path, self.settings.bindings)
+        if known_types is not None and isinstance(known_types, str):
+            raise ConfigError("known_types must be a list of job type names, not one string, "
+                              f"got {known_types!r}")
+        self.known_types: frozenset[str] = frozenset(known_types or ())
+        #: Whether scheduling refuses a type the registry (and ``known_types``) lacks:
+        #: by default only when there is a jobs folder.
+        self.strict: bool = (self.registry.source is not None or bool(self.known_types)
+                             if strict is None else strict)
         self._store: Store = open_store(self.settings.database,
                                         stale_limit=self.settings.stale_limit)
         self._migrated = False
@@ -117,8 +135,10 @@ class JobTable:
             raise InvalidJobError(
                 f"expected a WorkerJobConfig, got {type(config).__name__}")
         valid = config.validated(self.registry.defaults(config.type))
-        self.registry.require(valid.type)
-        self.registry.check_data(valid.type, valid.data)
+        if valid.type in self.registry:
+            self.registry.check_data(valid.type, valid.data)
+        elif self.strict and valid.type not in self.known_types:
+            raise UnknownJobTypeError(valid.type, [*self.registry.names, *self.known_types])
         return rules.new_job(valid, utcnow(), cron=cron, timezone=timezone,
                                   declared=declared)
 
