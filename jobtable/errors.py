@@ -51,3 +51,14 @@ class JobNotFoundError(JobTableError, LookupError):
 
 class ActionRefusedError(JobTableError):
     """The action does not apply to the job as it stands (e.g. retrying a pending job)."""
+
+
+class JobFailed(JobTableError):
+    """What failure hooks receive when a job failed without raising an exception of its
+    own: it timed out, its worker shut down, it crashed its process, or it returned a
+    result that cannot be stored. ``kind`` is the ``exception`` name stored in the row
+    (``TimeoutError``, ``WorkerShutdown``, ``WorkerCrash``, ``InvalidDataError``)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        self.kind = kind
+        super().__init__(message)

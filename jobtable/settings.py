@@ -42,6 +42,8 @@ class Settings:
     auto_migrate: bool = True
     isolate_suspects: bool = True
     bindings: str | None = None
+    hooks: tuple[str, ...] = ()
+    otel: bool = False
 
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with the given non-None values applied (after conversion)."""
@@ -67,6 +69,8 @@ _ENV = {
     "auto_migrate": ("JOBTABLE_AUTO_MIGRATE",),
     "isolate_suspects": ("JOBTABLE_ISOLATE_SUSPECTS",),
     "bindings": ("JOBTABLE_BINDINGS",),
+    "hooks": ("JOBTABLE_HOOKS",),
+    "otel": ("JOBTABLE_OTEL",),
 }
 
 _FIELD_TYPES = {f.name: f.default for f in fields(Settings)}
@@ -78,6 +82,8 @@ def _convert(name: str, value: Any) -> Any:
         raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(_FIELD_TYPES))}")
     default = _FIELD_TYPES[name]
     try:
+        if isinstance(default, tuple):
+            return _names(value)
         if isinstance(default, timedelta):
             if isinstance(value, timedelta):
                 delta = value
@@ -112,6 +118,19 @@ def _convert(name: str, value: Any) -> Any:
         raise ConfigError(f"setting {name}: {exc}") from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"setting {name}: {exc}") from None
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of dotted module names: a list of strings, or one comma-separated string."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"expected a list of module names (or one comma-separated string), "
+                         f"got {value!r}")
+    names = tuple(i.strip() for i in items if i.strip())
+    for item in names:
+        if not all(part.isidentifier() for part in item.split(".")):
+            raise ValueError(f"{item!r} is not a dotted module name such as 'myapp.jobhooks'")
+    return names
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 
+from jobtable import hooks
 from jobtable.client import JobTable
 from jobtable.model import WorkerJobConfig
 from jobtable.worker.shared import Shared
@@ -33,6 +34,7 @@ class Declared:
     def _startup(self) -> None:
         if self.jt.settings.auto_migrate:
             self.jt.migrate()
+        hooks.middleware_for(self.jt.settings)  # a hooks module that cannot load stops here
         for broken in self.jt.registry.load_all():
             log.error("job type %r cannot be loaded; its jobs will fail: %s",
                       broken.name, broken.error)

@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from jobtable import logs
+from jobtable import hooks, logs, rules
+from jobtable.errors import ConfigError, JobFailed
 from jobtable.model import JobParams, WorkerJob, nesting_problem, unstorable_text
+from jobtable.timeutil import utcnow
 
 if TYPE_CHECKING:
     from jobtable.client import JobTable
+    from jobtable.registry import JobType
 
 _JOB_LOGS = logging.getLogger("jobtable.job")
 
@@ -133,7 +136,8 @@ def job_timeout(jobtable: JobTable, job_type: str, cap: timedelta) -> float:
 
 async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Executor,
                   timeout: float, grace: float) -> RunResult:
-    """Run ``job`` once in this process and describe how it ended."""
+    """Run ``job`` once in this process and describe how it ended: the middleware's
+    ``around`` hooks wrap the run, the outcome hooks follow it (``jobtable.hooks``)."""
     jt = jobtable.registry.get(job.type)
     if jt is None:
         return RunResult(False, {"error": f"unknown job type {job.type!r}; known job types: "
@@ -142,41 +146,91 @@ async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Execut
     if jt.error is not None or jt.run is None:
         return RunResult(False, {"error": f"job type {job.type!r} cannot be loaded: {jt.error}",
                                  "exception": "ImportError"})
+    try:
+        middleware = hooks.middleware_for(jobtable.settings)
+    except ConfigError as exc:
+        return RunResult(False, {"error": str(exc), "exception": "ConfigError"})
     logger = job_logger(job)
     params = JobParams(app=app, log=logger, job=job, jobtable=jobtable)
-    run = jt.run
     started = time.monotonic()
     logger.debug("started")
     token = logs.enter_job(job.id, job.type)
     try:
+        return await _run_with_hooks(jt, job, params, middleware, executor, timeout, grace,
+                                     started)
+    finally:
+        logs.leave_job(token)
+
+
+async def _run_with_hooks(jt: JobType, job: WorkerJob, params: JobParams[Any],
+                          middleware: tuple[Any, ...], executor: Executor, timeout: float,
+                          grace: float, started: float) -> RunResult:
+    run = jt.run
+    assert run is not None
+    logger = params.log
+
+    async def call() -> Any:
+        if jt.is_async:
+            return await run(params)
+        ctx = contextvars.copy_context()
+        job_call: Callable[[], Any] = functools.partial(ctx.run, run, params)
+        return await asyncio.get_running_loop().run_in_executor(executor, job_call)
+
+    error: BaseException
+    budget = None  # the outcome hooks' time: see hooks.hook_budget
+    try:
         async with asyncio.timeout(timeout) as deadline:
-            if jt.is_async:
-                value = await run(params)
-            else:
-                ctx = contextvars.copy_context()
-                call: Callable[[], Any] = functools.partial(ctx.run, run, params)
-                value = await asyncio.get_running_loop().run_in_executor(executor, call)
+            value = await hooks.run_around(params, middleware, call, executor)
     except TimeoutError as exc:
         if deadline.expired():
             logger.error("timed out after %.3gs", timeout)
-            return RunResult(False, {"error": f"Job timed out after {timeout:.3g}s",
-                                     "exception": "TimeoutError"})
-        return RunResult(False, describe_failure(exc))
+            outcome = RunResult(False, {"error": f"Job timed out after {timeout:.3g}s",
+                                        "exception": "TimeoutError"})
+            error = JobFailed(outcome.result["error"], "TimeoutError")
+        else:
+            outcome, error = RunResult(False, describe_failure(exc)), exc
     except asyncio.CancelledError:
         logger.error("interrupted by worker shutdown")
-        return RunResult(False, {"error": "Job interrupted: the worker shut down before it "
-                                          f"finished (grace period {grace:g}s)",
-                                 "exception": "WorkerShutdown"})
+        outcome = RunResult(False, {"error": "Job interrupted: the worker shut down before it "
+                                             f"finished (grace period {grace:g}s)",
+                                    "exception": "WorkerShutdown"})
+        error = JobFailed(outcome.result["error"], "WorkerShutdown")
+        budget = min(1.0, timeout)  # the worker is stopping: do not hold it up
     except (Exception, SystemExit) as exc:
         # ERROR with the exception, so that error trackers (Sentry's logging
         # integration) and log aggregators see the failure and its traceback.
         logger.error("failed: %s: %s", type(exc).__name__, _message(exc), exc_info=exc)
-        return RunResult(False, describe_failure(exc))
-    finally:
-        logs.leave_job(token)
-    problem = _json_problem(value)
-    if problem:
-        logger.error("%s", problem)
-        return RunResult(False, {"error": problem, "exception": "InvalidDataError"})
-    logger.debug("succeeded in %.3fs", time.monotonic() - started)
-    return RunResult(True, value)
+        outcome, error = RunResult(False, describe_failure(exc)), exc
+    else:
+        problem = _json_problem(value)
+        if problem:
+            logger.error("%s", problem)
+            outcome = RunResult(False, {"error": problem, "exception": "InvalidDataError"})
+            error = JobFailed(problem, "InvalidDataError")
+        else:
+            logger.debug("succeeded in %.3fs", time.monotonic() - started)
+            outcome = RunResult(True, value)
+    if budget is None:
+        budget = hooks.hook_budget(timeout, time.monotonic() - started)
+    owners = (jt.module, *middleware)
+    if outcome.success:
+        await hooks.fire("on_success", params, outcome.result, owners, executor, budget)
+    else:
+        await fire_failure_hooks(job, outcome.retry, params, error, owners, executor, budget)
+    return outcome
+
+
+async def fire_failure_hooks(job: WorkerJob, retry: bool, params: JobParams[Any],
+                             error: BaseException, owners: tuple[Any, ...],
+                             executor: Executor, budget: float) -> None:
+    """``on_failure``, then ``on_exhausted`` when the job retries on failure but no retry
+    will follow (its retries are used up, or it was given up for good)."""
+    await hooks.fire("on_failure", params, error, owners, executor, budget)
+    if job.auto_reschedule_on_failure and not retry_follows(job, retry):
+        await hooks.fire("on_exhausted", params, error, owners, executor, budget)
+
+
+def retry_follows(job: WorkerJob, retry: bool) -> bool:
+    """Whether a failure of ``job`` is followed by a retry row."""
+    follow = rules.follow_up(job, False, utcnow(), retry=retry)
+    return follow is not None and follow.retry_count > job.retry_count
