@@ -454,6 +454,33 @@ class Store(ABC):
                           keep_id: int, batch: int) -> int:
         """Delete one batch of removable rows; return how many."""
 
+    def fill(self, job_type: str, *, finished: int = 0, pending: int = 0,
+             pending_due: datetime | None = None, first_user: int = 1_000_000_000,
+             batch: int = 100_000) -> None:
+        """Insert ``finished`` succeeded rows (kept for a day) and ``pending`` rows of
+        ``job_type``, in statements of ``batch`` rows: a table with a history and a
+        backlog, for benchmarks and plan tests. Pending rows are due at ``pending_due``
+        (by default in a day), each with its own user_id from ``first_user`` up."""
+        if finished < 0 or pending < 0:
+            raise ConfigError(f"fill needs counts >= 0, got finished={finished}, "
+                              f"pending={pending}")
+        now = utcnow()
+        due = pending_due or now + timedelta(days=1)
+        done = 0
+        while done < finished:
+            n = min(batch, finished - done)
+            with self.transaction() as tx:
+                tx.q("fill_finished", type=job_type, n=n, now=self._t(now),
+                     result=self._json(None), remove_at=self._t(now + timedelta(days=1)))
+            done += n
+        done = 0
+        while done < pending:
+            n = min(batch, pending - done)
+            with self.transaction() as tx:
+                tx.q("fill_pending", type=job_type, n=n, first_user=first_user + done,
+                     due=self._t(due), now=self._t(now))
+            done += n
+
     # -- reading -------------------------------------------------------------
 
     def get_job(self, job_id: int) -> WorkerJob | None:

@@ -22,11 +22,14 @@ FROM picked WHERE j.id = picked.id
 RETURNING j.*
 
 -- name: finish_many
+-- num_nulls(finished) = 1 is "finished IS NULL" said so that no partial index of
+-- unfinished rows qualifies: the rows are found by primary key whatever the statistics
+-- say (see migration 0009).
 UPDATE worker_jobs AS j
 SET finished = :now, success = x.s, result = x.r, remove_at = x.ra, updated_at = :now
 FROM unnest(:ids::bigint[], :tokens::integer[], :successes::boolean[], :results::jsonb[],
             :remove_ats::timestamptz[]) AS x(id, tok, s, r, ra)
-WHERE j.id = x.id AND j.attempts = x.tok AND j.finished IS NULL
+WHERE j.id = x.id AND j.attempts = x.tok AND num_nulls(j.finished) = 1
 RETURNING j.id
 
 -- name: abandoned
@@ -106,3 +109,16 @@ CREATE TABLE IF NOT EXISTS jobtable_migrations (
 -- name: lock_migrations
 -- Serialises concurrent migrators; the key spells "jobtable".
 SELECT pg_advisory_xact_lock(7669456942424812645)
+
+-- name: fill_finished
+-- Benchmarks and plan tests: :n succeeded rows of history in one statement.
+INSERT INTO worker_jobs (type, user_id, due, started, finished, success, result, remove_at,
+                         attempts, created_at, updated_at)
+SELECT :type, mod(g, 1000), :now, :now, :now, TRUE, :result, :remove_at, 1, :now, :now
+FROM generate_series(1, :n) AS g
+
+-- name: fill_pending
+-- Benchmarks and plan tests: :n pending rows due at :due, each of its own user.
+INSERT INTO worker_jobs (type, user_id, due, created_at, updated_at)
+SELECT :type, :first_user + g, :due, :now, :now
+FROM generate_series(1, :n) AS g

@@ -87,3 +87,16 @@ WHERE type = 'table' AND name = 'jobtable_migrations'
 -- name: create_migrations_table
 CREATE TABLE IF NOT EXISTS jobtable_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)
+
+-- name: fill_finished
+-- Benchmarks and plan tests: :n succeeded rows of history in one statement.
+WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < :n)
+INSERT INTO worker_jobs (type, user_id, due, started, finished, success, result, remove_at,
+                         attempts, created_at, updated_at)
+SELECT :type, i % 1000, :now, :now, :now, TRUE, :result, :remove_at, 1, :now, :now FROM g
+
+-- name: fill_pending
+-- Benchmarks and plan tests: :n pending rows due at :due, each of its own user.
+WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < :n)
+INSERT INTO worker_jobs (type, user_id, due, created_at, updated_at)
+SELECT :type, :first_user + i, :due, :now, :now FROM g

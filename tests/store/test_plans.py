@@ -1,0 +1,120 @@
+"""Plans that do not depend on the table's statistics (PostgreSQL).
+
+The table is given a history, ANALYZEd while every row is finished, and then a backlog
+that no ANALYZE has seen: the statistics say "nothing is unfinished", as on a server
+without autovacuum. The hot statements must still use the index meant for them. The
+store's own statements are run and their plans read with auto_explain (nested
+statements included, so the statements inside the schedule functions are seen too).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobtable import WorkerJobConfig, rules
+from jobtable.errors import ConfigError
+from jobtable.model import Outcome
+from jobtable.store.postgres import PostgresStore
+from jobtable.timeutil import utcnow
+
+HISTORY = 30_000
+BACKLOG = 3_000
+
+
+@pytest.fixture
+def stale(pg_url: str) -> Iterator[tuple[PostgresStore, list[dict[str, Any]]]]:
+    """A store with one connection whose plans are logged into the returned list."""
+    store = PostgresStore(pg_url, min_size=1, max_size=1)
+    store.migrate()
+    store.fill("noop", finished=HISTORY)
+    with store.pool.connection() as conn:
+        conn.execute("ANALYZE worker_jobs")
+    # Due now: the claim has a backlog to walk; each row has its own user.
+    store.fill("noop", pending=BACKLOG, pending_due=utcnow() - timedelta(seconds=1))
+    plans: list[dict[str, Any]] = []
+
+    def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+        text = diag.message_primary or ""
+        if "plan:" in text:
+            plans.append(json.loads(text.split("plan:", 1)[1]))
+
+    with store.pool.connection() as conn:
+        for sql in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                    "SET auto_explain.log_nested_statements = on",
+                    "SET auto_explain.log_format = json", "SET client_min_messages = log"):
+            conn.execute(sql)
+        conn.add_notice_handler(on_notice)
+    try:
+        yield store, plans
+    finally:
+        store.close()
+
+
+def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _scans(plans: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """The scans of worker_jobs in the logged plans whose query text contains ``text``."""
+    found = [p for p in plans if text in p["Query Text"]]
+    assert found, f"no plan logged for a statement containing {text!r}"
+    return [n for p in found for n in _nodes(p["Plan"])
+            if n.get("Relation Name") == "worker_jobs" and n["Node Type"] != "ModifyTable"]
+
+
+def _job(user_id: int) -> Any:
+    config = WorkerJobConfig(type="noop", user_id=user_id).validated({})
+    return rules.new_job(config, utcnow())
+
+
+def test_cancel_matching_uses_the_match_index_with_stale_statistics(
+        stale: tuple[PostgresStore, list[dict[str, Any]]]) -> None:
+    store, plans = stale
+    store.schedule([_job(1_000_000_001)])          # jobtable_schedule_one
+    store.schedule([_job(7), _job(8)])             # jobtable_schedule (a batch)
+    scans = _scans(plans, "SET finished = p_now, success = FALSE, cancelled = TRUE")
+    assert len(scans) >= 2
+    for scan in scans:
+        assert scan["Node Type"] == "Index Scan", scan
+        assert scan["Index Name"] == "worker_jobs_pending_match", scan
+    # The backlog row of that user was cancelled: the lookup found it.
+    assert store.count_jobs(status="cancelled") == 1
+
+
+def test_claim_and_completion_keep_their_indexes_with_stale_statistics(
+        stale: tuple[PostgresStore, list[dict[str, Any]]]) -> None:
+    store, plans = stale
+    jobs = store.claim("w1", 20)
+    assert len(jobs) == 20
+    claim = _scans(plans, "SKIP LOCKED")
+    # The claim walks an index of unfinished rows in claim order and stops after its
+    # LIMIT: no sequential scan, no bitmap gathering every due row.
+    walked = [s for s in claim if s["Node Type"] == "Index Scan"
+              and s["Index Name"] != "worker_jobs_pkey"]
+    assert walked, claim
+    assert not [s for s in claim if s["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")], claim
+
+    store.complete([Outcome(job=j, success=True, result=None) for j in jobs])
+    finish = _scans(plans, "FROM unnest(")
+    finish = [s for s in finish if s["Node Type"] != "Function Scan"]
+    assert finish and all(s["Index Name"] == "worker_jobs_pkey" for s in finish), finish
+    assert store.count_jobs(status="succeeded") == HISTORY + 20
+
+
+def test_fill_inserts_a_history_and_a_backlog(store: Any) -> None:
+    store.fill("noop", finished=250, pending=120, batch=100)
+    assert store.count_jobs(status="succeeded") == 250
+    assert store.count_jobs(status="pending") == 120
+    # Each backlog row has its own user, so none replaced another.
+    assert len({j.user_id for j in store.list_jobs(status="pending", limit=500)}) == 120
+    with pytest.raises(ConfigError, match="counts >= 0"):
+        store.fill("noop", finished=-1)
+    assert store.count_jobs() == 370
