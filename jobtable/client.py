@@ -22,7 +22,14 @@ from jobtable.errors import (
 )
 from jobtable.model import NewJob, WorkerJob, WorkerJobConfig
 from jobtable.registry import Registry, discover
-from jobtable.reports import RUNTIME_BUCKETS, Bucket, CronChain, Runtimes, Stats
+from jobtable.reports import (
+    RUNTIME_BUCKETS,
+    Bucket,
+    CronChain,
+    Runtimes,
+    ScheduleReport,
+    Stats,
+)
 from jobtable.settings import Settings, load_settings
 from jobtable.store import Store, open_store
 from jobtable.store.base import STATUSES, WorkerInfo
@@ -182,6 +189,26 @@ class JobTable:
         parse_cron(cron, timezone)
         job = self._new_job(config, cron=cron, timezone=timezone, declared=declared)
         return self._ready().ensure_chain(job)
+
+    def schedule_job_report(self, config: WorkerJobConfig, cron: str | None = None,
+                            timezone: str | None = None) -> ScheduleReport:
+        """``schedule_job`` (or, with ``cron``, ``schedule_cron_job``) that also tells
+        which pending rows of the pair it cancelled: a ``ScheduleReport``."""
+        if cron is not None:
+            parse_cron(cron, timezone)
+        elif timezone is not None:
+            raise ConfigError("a timezone goes with a cron schedule; none was given")
+        job = self._new_job(config, cron=cron, timezone=timezone)
+        cancelled: list[int] = []
+        row = self._ready().schedule([job], cancelled=cancelled)[0]
+        self._wake()
+        return ScheduleReport(job=row, cancelled=sorted(cancelled))
+
+    async def schedule_job_report_async(self, config: WorkerJobConfig,
+                                        cron: str | None = None,
+                                        timezone: str | None = None) -> ScheduleReport:
+        """``schedule_job_report`` without blocking the event loop."""
+        return await asyncio.to_thread(self.schedule_job_report, config, cron, timezone)
 
     async def schedule_job_async(self, config: WorkerJobConfig) -> WorkerJob:
         """``schedule_job`` without blocking the event loop."""

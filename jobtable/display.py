@@ -27,6 +27,24 @@ def human_duration(delta: timedelta | float) -> str:
     return f"{seconds / 86400:.0f} d"
 
 
+# Row fields that hold a duration in milliseconds.
+MILLISECOND_FIELDS = frozenset({"remove_delay", "auto_reschedule_on_failure_delay",
+                                "max_backoff"})
+_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000))
+
+
+def setting_duration(ms: int | float) -> str:
+    """A stored duration (milliseconds) in the form it is written in: ``1h``, ``30s``,
+    ``90m``, ``1500ms``; the largest unit that says it exactly."""
+    value = int(ms)
+    if value != ms or value == 0:
+        return f"{ms:g}ms" if value != ms else "0s"
+    for unit, size in _UNITS:
+        if value % size == 0:
+            return f"{value // size}{unit}"
+    return f"{value}ms"
+
+
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
     """``5 min ago``, ``in 10 s`` or ``just now``; empty for None."""
     if moment is None:

@@ -11,7 +11,7 @@ from jobtable.model import WorkerJob
 from jobtable.store.base import FINISHED_STATUSES, STATUSES, WorkerInfo
 
 __all__ = ["FINISHED_STATUSES", "RUNTIME_BUCKETS", "STATUSES", "Bucket", "CronChain",
-           "Runtimes", "Stats", "WorkerInfo"]
+           "Runtimes", "ScheduleReport", "Stats", "WorkerInfo"]
 
 # Upper bounds (seconds) of the run-time histogram buckets.
 RUNTIME_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
@@ -78,6 +78,15 @@ class Stats:
                          "concurrency": w.concurrency, "started": w.started.isoformat(),
                          "last_seen": w.last_seen.isoformat()} for w in self.workers],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleReport:
+    """What scheduling one job did: the new row, and the ids of the pending rows of its
+    (type, user_id) that it cancelled (rule 2), oldest first."""
+
+    job: WorkerJob
+    cancelled: list[int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -46,24 +47,70 @@ def _when(moment: Any) -> Text:
     return Text(display.ago(moment), style="dim" if moment is None else "")
 
 
-def jobs_table(rows: list[WorkerJob], title: str | None = None) -> Table:
-    """A rich table of rows, newest first, user content shown literally."""
+# The columns of ``jobtable jobs``: name, rich options, cell, and the order in which a
+# narrow terminal drops them (0: never; higher goes first). id and status stay whole.
+_RIGHT: dict[str, Any] = {"justify": "right", "no_wrap": True}
+_PLAIN: dict[str, Any] = {"no_wrap": True}
+
+
+def _ran(r: WorkerJob) -> str:
+    ran = display.runtime(r)
+    return "" if ran is None else display.human_duration(ran)
+
+
+COLUMNS: list[tuple[str, dict[str, Any], Callable[[WorkerJob], str | Text], int]] = [
+    ("id", _RIGHT, lambda r: str(r.id), 0),
+    ("type", {"no_wrap": True, "overflow": "ellipsis", "min_width": 8},
+     lambda r: Text(r.type), 0),
+    ("user", _RIGHT, lambda r: str(r.user_id), 3),
+    ("status", _PLAIN, lambda r: _status(r.status.value), 0),
+    ("due", _PLAIN, lambda r: _when(r.due), 2),
+    ("finished", _PLAIN, lambda r: _when(r.finished), 4),
+    ("ran", _RIGHT, _ran, 5),
+    ("tries", _RIGHT, lambda r: str(r.attempts), 6),
+    ("from", _RIGHT, lambda r: str(r.rescheduled_from_job or ""), 7),
+    # Not no_wrap: rich narrows wrappable columns first, so the outcome gives way.
+    ("outcome", {"overflow": "ellipsis", "min_width": 10},
+     lambda r: Text(display.summary(r, 60), no_wrap=True, overflow="ellipsis"), 1),
+]
+_OUTCOME_MIN = 10
+
+
+def _columns_for(rows: list[WorkerJob], width: int | None) -> list[int]:
+    """Indexes of the columns that fit in ``width``: the least important are dropped
+    until every kept column but the outcome fits at its natural width."""
+    kept = list(range(len(COLUMNS)))
+    if width is None:
+        return kept
+    cells = [[len(str(get(r))) for r in rows] for _, _, get, _ in COLUMNS]
+    natural = [max([len(name), *lens]) for (name, *_), lens in zip(COLUMNS, cells,
+                                                                   strict=True)]
+
+    def needed(indexes: list[int]) -> int:
+        widths = [min(natural[i], _OUTCOME_MIN) if COLUMNS[i][0] == "outcome"
+                  else natural[i] for i in indexes]
+        return sum(widths) + 3 * (len(widths) - 1)  # a separator and two pads
+
+    for i in sorted(kept, key=lambda i: -COLUMNS[i][3]):
+        if needed(kept) <= width or COLUMNS[i][3] == 0:
+            break
+        kept.remove(i)
+    return kept
+
+
+def jobs_table(rows: list[WorkerJob], title: str | None = None,
+               width: int | None = None) -> Table:
+    """A rich table of rows, newest first, user content shown literally. Given the
+    terminal's ``width``, the least important columns are left out so that the id and
+    the whole status always show."""
     table = Table(title=title, title_justify="left", header_style="bold dim", expand=False,
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    right = {"justify": "right", "no_wrap": True}
-    plain = {"no_wrap": True}
-    for name, kw in (("id", right), ("type", {"no_wrap": True, "overflow": "ellipsis"}),
-                     ("user", right), ("status", plain), ("due", plain), ("finished", plain),
-                     ("ran", right), ("tries", right), ("from", right),
-                     ("outcome", {"overflow": "ellipsis"})):
-        table.add_column(name, **kw)
+    kept = _columns_for(rows, width)
+    for i in kept:
+        name, options, _, _ = COLUMNS[i]
+        table.add_column(name, **options)
     for r in rows:
-        ran = display.runtime(r)
-        table.add_row(
-            str(r.id), Text(r.type), str(r.user_id), _status(r.status.value), _when(r.due),
-            _when(r.finished), "" if ran is None else display.human_duration(ran),
-            str(r.attempts), str(r.rescheduled_from_job or ""),
-            Text(display.summary(r, 60), no_wrap=True, overflow="ellipsis"))
+        table.add_row(*(COLUMNS[i][2](r) for i in kept))
     return table
 
 
@@ -102,7 +149,7 @@ def jobs_command(ctx: click.Context, database: str | None, jobs: str | None,
     if not rows:
         console.print("no jobs match", style="dim")
         return
-    console.print(jobs_table(rows))
+    console.print(jobs_table(rows, width=console.width))
     if total > len(rows):
         console.print(f"{len(rows)} of {total} shown; --limit to see more", style="dim")
 
@@ -137,6 +184,8 @@ def job_view(job: WorkerJob, chain: list[WorkerJob]) -> RenderableType:
         text = Text("null", style="dim") if value is None else Text(str(value))
         if name == "status":
             text = _status(str(value))
+        elif name in display.MILLISECOND_FIELDS and isinstance(value, int | float):
+            text = Text(display.setting_duration(value))
         elif name in ("due", "started", "finished", "remove_at") and value is not None:
             text.append(f"  ({display.ago(getattr(job, name))})", style="dim")
         fields.add_row(name, text)

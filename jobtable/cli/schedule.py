@@ -56,13 +56,11 @@ def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int
         if retry_delay else None,
         remove_delay=parse_duration(remove_delay, "--remove-delay") if remove_delay else None,
         unique_key=unique_key, on_conflict=on_conflict)  # type: ignore[arg-type]
+    if timezone and not cron:
+        raise click.UsageError("--timezone goes with --cron")
     with open_table(database, jobs) as jt:
-        if cron:
-            job = jt.schedule_cron_job(config, cron, timezone)
-        elif timezone:
-            raise click.UsageError("--timezone goes with --cron")
-        else:
-            job = jt.schedule_job(config)
+        report = jt.schedule_job_report(config, cron or None, timezone or None)
+    job = report.job
     if as_json:
         click.echo(json.dumps(job.to_dict()))
     elif not job.inserted:
@@ -71,3 +69,7 @@ def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int
     else:
         click.echo(f"scheduled job {job.id} ({job.type}, user {job.user_id}) due "
                    f"{job.due.isoformat()}" + (f", cron {job.cron_schedule}" if cron else ""))
+    if report.cancelled:
+        # On standard error with --json, so that standard output stays one JSON object.
+        click.echo(f"cancelled {len(report.cancelled)} pending job(s) of this type and user: "
+                   + ", ".join(f"#{i}" for i in report.cancelled), err=as_json)

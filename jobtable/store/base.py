@@ -262,19 +262,35 @@ class Store(ABC):
         """Rows started before this moment and still unfinished count as pending again."""
         return now - self.stale_limit
 
-    def schedule(self, jobs: Sequence[NewJob]) -> list[WorkerJob]:
+    def schedule(self, jobs: Sequence[NewJob], *,
+                 cancelled: list[int] | None = None) -> list[WorkerJob]:
         """Schedule jobs by rule 2, all in one transaction; one row per job, in order.
 
         Each job's ``on_conflict`` applies to the pending rows it matches (its
         ``rules.Match``), in the table and earlier in the batch, as if the jobs were
         scheduled one after another: ``replace`` cancels them, ``keep`` returns the
         oldest instead of inserting (``inserted`` False), ``allow`` ignores them.
+        When ``cancelled`` is given, the ids of the existing rows this call cancelled
+        are appended to it.
         """
         if not jobs:
             return []
         with self.transaction() as tx:
-            self._lock_pairs(tx, pair_order(jobs))
-            return self._schedule_in(tx, jobs, utcnow())
+            pairs = pair_order(jobs)
+            self._lock_pairs(tx, pairs)
+            now = utcnow()
+            # Under the pair locks no other scheduler touches these pairs: the unfinished
+            # rows before that are finished and cancelled at ``now`` after were ours.
+            before = [] if cancelled is None else [
+                row["id"] for t, u in pairs
+                for row in tx.q("unfinished_for_pair", type=t, user_id=u)]
+            scheduled = self._schedule_in(tx, jobs, now)
+            if cancelled is not None:
+                for job_id in before:
+                    after = [self.to_job(r) for r in tx.q("get_job", id=job_id)]
+                    if after and after[0].cancelled and after[0].finished == now:
+                        cancelled.append(job_id)
+            return scheduled
 
     def ensure_chain(self, job: NewJob) -> WorkerJob:
         """Make sure exactly one chain of this cron job exists; start one if none does.

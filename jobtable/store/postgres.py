@@ -120,15 +120,17 @@ class PostgresStore(Store):
                 self._hb_conn = None
                 raise
 
-    def schedule(self, jobs: Sequence[NewJob]) -> list[WorkerJob]:
+    def schedule(self, jobs: Sequence[NewJob], *,
+                 cancelled: list[int] | None = None) -> list[WorkerJob]:
         """Rule 2 in one round trip: ``jobtable_schedule()`` takes the pair locks,
         cancels, inserts and notifies on the server. A batch with an
-        ``on_conflict="keep"`` job needs the pairs' pending rows first: it runs as a
-        transaction (lock, read, plan, write)."""
+        ``on_conflict="keep"`` job needs the pairs' pending rows first, and a caller
+        asking which rows were cancelled needs them too: those run as a transaction
+        (lock, read, plan, write)."""
         if not jobs:
             return []
-        if rules.needs_table_rows(jobs):
-            return super().schedule(jobs)
+        if cancelled is not None or rules.needs_table_rows(jobs):
+            return super().schedule(jobs, cancelled=cancelled)
         now = utcnow()
         if len(jobs) == 1:
             j = jobs[0]
