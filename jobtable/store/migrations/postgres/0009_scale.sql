@@ -29,10 +29,15 @@ ALTER TABLE worker_jobs SET (
     autovacuum_analyze_scale_factor = 0.01, autovacuum_analyze_threshold = 1000,
     autovacuum_vacuum_cost_delay = 0);
 
--- The schedule functions of 0004, with the matching written as above.
+-- The schedule functions of 0006 (uniqueness), with the matching and the cancels by id
+-- written as above.
+-- p_match_*: one entry per distinct match of a replacing job (type, user, key or NULL
+-- for any key, whether cron-chain rows match too); p_cancel_ids: pending rows to cancel
+-- by id. Both are applied before the inserts.
 CREATE OR REPLACE FUNCTION jobtable_schedule(
     p_now timestamptz, p_stale timestamptz, p_cancel_result jsonb, p_keys bigint[],
-    p_pair_types text[], p_pair_users bigint[], p_pair_crons boolean[], p_types text[],
+    p_match_types text[], p_match_users bigint[], p_match_keys text[],
+    p_match_crons boolean[], p_cancel_ids bigint[], p_types text[],
     p_user_ids bigint[], p_datas jsonb[], p_dues timestamptz[], p_cron_schedules text[],
     p_cron_timezones text[], p_auto_reschedules boolean[], p_retry_delays bigint[],
     p_remove_delays bigint[], p_rescheduled_froms bigint[], p_declareds boolean[],
@@ -41,19 +46,28 @@ CREATE OR REPLACE FUNCTION jobtable_schedule(
     p_queues text[], p_priorities integer[], p_trace_contexts jsonb[], p_payload text)
 RETURNS SETOF worker_jobs
 LANGUAGE plpgsql VOLATILE
--- A plan cached for a batch of one would be reused for a batch of thousands (and
--- the other way round); plan each call, a cost shared by the whole batch.
 SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
     -- Keys arrive sorted, so concurrent batches take their locks in one order.
     PERFORM pg_advisory_xact_lock(k) FROM unnest(p_keys) AS k;
-    UPDATE worker_jobs AS w
-    SET finished = p_now, success = FALSE, cancelled = TRUE, result = p_cancel_result,
-        updated_at = p_now
-    FROM unnest(p_pair_types, p_pair_users, p_pair_crons) AS p(t, u, c)
-    WHERE w.type = p.t AND w.user_id = p.u
-      AND num_nulls(w.finished) = 1 AND (w.started IS NULL OR w.started < p_stale)
-      AND (p.c OR w.cron_schedule IS NULL);
+    IF cardinality(p_match_types) > 0 THEN
+        UPDATE worker_jobs AS w
+        SET finished = p_now, success = FALSE, cancelled = TRUE, result = p_cancel_result,
+            updated_at = p_now
+        FROM unnest(p_match_types, p_match_users, p_match_keys, p_match_crons)
+             AS p(t, u, k, c)
+        WHERE w.type = p.t AND w.user_id = p.u
+          AND num_nulls(w.finished) = 1 AND (w.started IS NULL OR w.started < p_stale)
+          AND (p.k IS NULL OR w.unique_key = p.k)
+          AND (p.c OR w.cron_schedule IS NULL);
+    END IF;
+    IF cardinality(p_cancel_ids) > 0 THEN
+        UPDATE worker_jobs
+        SET finished = p_now, success = FALSE, cancelled = TRUE, result = p_cancel_result,
+            updated_at = p_now
+        WHERE id = ANY (p_cancel_ids)
+          AND num_nulls(finished) = 1 AND (started IS NULL OR started < p_stale);
+    END IF;
     RETURN QUERY
     WITH inserted AS (
         INSERT INTO worker_jobs (
@@ -76,11 +90,13 @@ BEGIN
         ORDER BY n
         RETURNING *)
     SELECT * FROM inserted ORDER BY id;
-    PERFORM pg_notify('jobtable', p_payload);
+    IF cardinality(p_types) > 0 THEN
+        PERFORM pg_notify('jobtable', p_payload);
+    END IF;
 END
 $$;
 
--- The same for one job, with scalar parameters.
+-- The same for one job that replaces or allows ('keep' goes through the store's plan).
 CREATE OR REPLACE FUNCTION jobtable_schedule_one(
     p_now timestamptz, p_stale timestamptz, p_cancel_result jsonb, p_key bigint,
     p_type text, p_user_id bigint, p_data jsonb, p_due timestamptz, p_cron_schedule text,
@@ -92,13 +108,19 @@ CREATE OR REPLACE FUNCTION jobtable_schedule_one(
 RETURNS SETOF worker_jobs
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
+    IF p_on_conflict = 'keep' THEN
+        RAISE EXCEPTION 'jobtable_schedule_one: on_conflict keep is planned by the store';
+    END IF;
     PERFORM pg_advisory_xact_lock(p_key);
-    UPDATE worker_jobs
-    SET finished = p_now, success = FALSE, cancelled = TRUE, result = p_cancel_result,
-        updated_at = p_now
-    WHERE type = p_type AND user_id = p_user_id
-      AND num_nulls(finished) = 1 AND (started IS NULL OR started < p_stale)
-      AND (p_cron_schedule IS NOT NULL OR cron_schedule IS NULL);
+    IF p_on_conflict = 'replace' THEN
+        UPDATE worker_jobs
+        SET finished = p_now, success = FALSE, cancelled = TRUE, result = p_cancel_result,
+            updated_at = p_now
+        WHERE type = p_type AND user_id = p_user_id
+          AND num_nulls(finished) = 1 AND (started IS NULL OR started < p_stale)
+          AND (p_unique_key IS NULL OR unique_key = p_unique_key)
+          AND (p_cron_schedule IS NOT NULL OR cron_schedule IS NULL);
+    END IF;
     RETURN QUERY
     INSERT INTO worker_jobs (
         type, user_id, data, due, cron_schedule, cron_timezone, auto_reschedule_on_failure,
