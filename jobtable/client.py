@@ -299,7 +299,8 @@ class JobTable:
             buckets.append(Bucket(edge, ok, failed))
         return Stats(now=now, by_status=by_status, by_type=by_type,
                      oldest_pending_due=store.oldest_pending_due(now), throughput=buckets,
-                     workers=workers, slots=sum(w.concurrency for w in workers))
+                     workers=workers, slots=sum(w.concurrency for w in workers),
+                     table=store.table_health())
 
     def oldest_pending_due(self) -> datetime | None:
         """The ``due`` of the longest-waiting due pending job, if any."""

@@ -45,6 +45,16 @@ def setting_duration(ms: int | float) -> str:
     return f"{value}ms"
 
 
+def human_bytes(n: int) -> str:
+    """A size for people: ``712 B``, ``44.0 MB``, ``1.2 GB``."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
     """``5 min ago``, ``in 10 s`` or ``just now``; empty for None."""
     if moment is None:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobtable.model import WorkerJob
-from jobtable.store.base import FINISHED_STATUSES, STATUSES, WorkerInfo
+from jobtable.store.base import FINISHED_STATUSES, STATUSES, TableHealth, WorkerInfo
 
 __all__ = ["FINISHED_STATUSES", "RUNTIME_BUCKETS", "STATUSES", "Bucket", "CronChain",
            "Runtimes", "ScheduleReport", "Stats", "WorkerInfo"]
@@ -43,6 +43,7 @@ class Stats:
     throughput: list[Bucket]
     workers: list[WorkerInfo]
     slots: int = field(default=0)
+    table: TableHealth | None = field(default=None)
 
     @property
     def queue_lag(self) -> timedelta:
@@ -77,6 +78,12 @@ class Stats:
             "workers": [{"id": w.id, "host": w.host, "pid": w.pid,
                          "concurrency": w.concurrency, "started": w.started.isoformat(),
                          "last_seen": w.last_seen.isoformat()} for w in self.workers],
+            "table": None if self.table is None else {
+                "live": self.table.live, "dead": self.table.dead,
+                "dead_ratio": round(self.table.dead_ratio, 3),
+                "size_bytes": self.table.size_bytes, "bloating": self.table.bloating,
+                "last_vacuum": (None if self.table.last_vacuum is None
+                                else self.table.last_vacuum.isoformat())},
         }
 
 

@@ -39,6 +39,7 @@ class Settings:
     max_attempts: int = 4
     cleanup_cron: str = "0 * * * * *"
     failed_retention: timedelta = timedelta(days=7)
+    vacuum_interval: timedelta = timedelta(minutes=2)
     auto_migrate: bool = True
     isolate_suspects: bool = True
     bindings: str | None = None
@@ -66,6 +67,7 @@ _ENV = {
     "max_attempts": ("JOBTABLE_MAX_ATTEMPTS",),
     "cleanup_cron": ("JOBTABLE_CLEANUP_CRON",),
     "failed_retention": ("JOBTABLE_FAILED_RETENTION",),
+    "vacuum_interval": ("JOBTABLE_VACUUM_INTERVAL",),
     "auto_migrate": ("JOBTABLE_AUTO_MIGRATE",),
     "isolate_suspects": ("JOBTABLE_ISOLATE_SUSPECTS",),
     "bindings": ("JOBTABLE_BINDINGS",),

@@ -38,6 +38,11 @@ def stats_view(s: Stats) -> RenderableType:
                     for b in s.throughput) if peak else "(nothing finished)"
     facts.add_row("per minute", Text(spark, style="green"))
     facts.add_row("live workers", f"{len(s.workers)} ({s.slots} slots)")
+    if s.table is not None and s.table.bloating:
+        facts.add_row("table", Text(
+            f"bloating: {s.table.dead:,} dead rows for {s.table.live:,} live "
+            f"({display.human_bytes(s.table.size_bytes)}); the cleanup job vacuums it, or "
+            f"check the server's autovacuum", style="yellow"))
     by_type = Table(title="by type", title_justify="left", header_style="bold dim")
     by_type.add_column("type")
     for status in STATUSES:

@@ -111,6 +111,36 @@ class WorkerInfo:
     last_seen: datetime
 
 
+# The table is bloating when its dead rows exceed this share of its live rows (and
+# BLOAT_MIN_DEAD): then the cleanup job vacuums it, and stats and the dashboard warn.
+BLOAT_RATIO = 0.2
+BLOAT_MIN_DEAD = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TableHealth:
+    """Live and dead rows and size of ``worker_jobs``, as the database estimates them.
+
+    ``live`` and ``dead`` are the server's running estimates (PostgreSQL's statistics;
+    on SQLite, pages in use and free pages), not counts.
+    """
+
+    live: int
+    dead: int
+    size_bytes: int
+    last_vacuum: datetime | None
+
+    @property
+    def dead_ratio(self) -> float:
+        """Dead per live (0 when the table is empty)."""
+        return self.dead / self.live if self.live else 0.0
+
+    @property
+    def bloating(self) -> bool:
+        """Whether dead rows pile up faster than vacuum reclaims them."""
+        return self.dead >= BLOAT_MIN_DEAD and self.dead > BLOAT_RATIO * self.live
+
+
 @dataclass(frozen=True, slots=True)
 class RescueReport:
     """What one rescue pass did."""
@@ -464,6 +494,28 @@ class Store(ABC):
             total += n
             if n < batch:
                 return total
+
+    def table_health(self) -> TableHealth:
+        """Live and dead rows and size of the table (estimates; cheap at any size)."""
+        return TableHealth(live=0, dead=0, size_bytes=0, last_vacuum=None)
+
+    def maintain(self, interval: timedelta) -> bool:
+        """Vacuum and analyze the table when it is bloating and neither this nor the
+        server's autovacuum did so within ``interval``; True when it did. For a server
+        whose autovacuum is off or falls behind a queue's churn. A zero ``interval``
+        never vacuums."""
+        if interval <= timedelta(0):
+            return False
+        health = self.table_health()
+        if not health.bloating:
+            return False
+        if health.last_vacuum is not None and utcnow() - health.last_vacuum < interval:
+            return False
+        self._vacuum()
+        return True
+
+    def _vacuum(self) -> None:  # noqa: B027 - optional hook
+        """Reclaim dead rows and refresh the planner's statistics."""
 
     @abstractmethod
     def _delete_removable(self, tx: Tx, now: datetime, failed_before: datetime,

@@ -32,6 +32,7 @@ from jobtable.store.base import (
     DEFAULT_STALE_LIMIT,
     Row,
     Store,
+    TableHealth,
     Wakeups,
     load_queries,
     pair_key,
@@ -267,6 +268,23 @@ class PostgresStore(Store):
     def _time(self, value: Any) -> datetime:
         assert isinstance(value, datetime)
         return value.astimezone(UTC)
+
+    def table_health(self) -> TableHealth:
+        """From ``pg_stat_user_tables`` and the relation's size: no row is read."""
+        rows = self.read("table_health")
+        if not rows:
+            return super().table_health()
+        r = rows[0]
+        last = r["last_vacuum"]
+        return TableHealth(live=int(r["live"] or 0), dead=int(r["dead"] or 0),
+                           size_bytes=int(r["size_bytes"] or 0),
+                           last_vacuum=None if last is None else self._time(last))
+
+    def _vacuum(self) -> None:
+        # VACUUM runs outside any transaction (the pool's connections are autocommit)
+        # and cannot be prepared.
+        with self.pool.connection() as conn:
+            conn.execute(query(_QUERIES, "vacuum", "postgres"))
 
 
 class _ListenWakeups(Wakeups):

@@ -122,3 +122,14 @@ FROM generate_series(1, :n) AS g
 INSERT INTO worker_jobs (type, user_id, due, created_at, updated_at)
 SELECT :type, :first_user + g, :due, :now, :now
 FROM generate_series(1, :n) AS g
+
+-- name: table_health
+-- The server's running estimates of live and dead rows, and the last vacuum (by hand
+-- or by autovacuum): reads no row of the table.
+SELECT n_live_tup AS live, n_dead_tup AS dead,
+       pg_total_relation_size(relid) AS size_bytes,
+       GREATEST(last_vacuum, last_autovacuum) AS last_vacuum
+FROM pg_stat_user_tables WHERE relid = 'worker_jobs'::regclass
+
+-- name: vacuum
+VACUUM (ANALYZE) worker_jobs

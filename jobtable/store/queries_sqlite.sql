@@ -100,3 +100,7 @@ SELECT :type, i % 1000, :now, :now, :now, TRUE, :result, :remove_at, 1, :now, :n
 WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < :n)
 INSERT INTO worker_jobs (type, user_id, due, created_at, updated_at)
 SELECT :type, :first_user + i, :due, :now, :now FROM g
+
+-- name: table_health
+SELECT page_count AS pages, freelist_count AS free, page_size
+FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()

@@ -23,7 +23,15 @@ from typing import Any
 from jobtable import rules
 from jobtable.errors import DatabaseUnavailableError
 from jobtable.model import NewJob, Outcome, WorkerJob
-from jobtable.store.base import DEFAULT_STALE_LIMIT, Row, Store, Wakeups, load_queries, query
+from jobtable.store.base import (
+    DEFAULT_STALE_LIMIT,
+    Row,
+    Store,
+    TableHealth,
+    Wakeups,
+    load_queries,
+    query,
+)
 from jobtable.timeutil import format_sqlite, parse_sqlite
 
 _QUERIES = load_queries("queries.sql", "queries_sqlite.sql")
@@ -142,6 +150,13 @@ class SqliteStore(Store):
 
     def _t(self, value: datetime | None) -> Any:
         return None if value is None else format_sqlite(value)
+
+    def table_health(self) -> TableHealth:
+        """Pages of the database file in use (live) and free (dead). SQLite reuses free
+        pages for new rows, so churn does not grow the file past its peak."""
+        r = self.read("table_health")[0]
+        return TableHealth(live=int(r["pages"]) - int(r["free"]), dead=int(r["free"]),
+                           size_bytes=int(r["pages"]) * int(r["page_size"]), last_vacuum=None)
 
     def _time(self, value: Any) -> datetime:
         result = parse_sqlite(value)
