@@ -158,37 +158,44 @@ class JobTable:
         nothing when one exists and returns it, with ``inserted`` False (a new row has
         ``inserted`` True); ``"allow"`` inserts beside them.
         """
-        job = self._new_job(config)
-        row = self._ready().schedule([job])[0]
-        self._wake()
-        return row
+        return self._schedule([self._new_job(config)])[0]
 
     def schedule_jobs(self, configs: Sequence[WorkerJobConfig]) -> list[WorkerJob]:
         """Schedule many jobs in one transaction. Every config is checked before anything
         is written; each job's ``on_conflict`` applies against the table and the earlier
         jobs of the batch, as if they had been scheduled one after another (with
         ``replace``, the last job of a match wins). One row per config, in order."""
-        jobs = [self._new_job(c) for c in configs]
-        rows = self._ready().schedule(jobs)
-        self._wake()
-        return rows
+        return self._schedule([self._new_job(c) for c in configs])
 
     def schedule_cron_job(self, config: WorkerJobConfig, cron: str,
                           timezone: str | None = None) -> WorkerJob:
         """Start a cron chain: the first row is due at the next occurrence of ``cron``
         (6 fields with seconds, or 5 fields), in UTC unless ``timezone`` is given."""
         parse_cron(cron, timezone)
-        job = self._new_job(config, cron=cron, timezone=timezone)
-        row = self._ready().schedule([job])[0]
-        self._wake()
-        return row
+        return self._schedule([self._new_job(config, cron=cron, timezone=timezone)])[0]
 
     def ensure_cron_job(self, config: WorkerJobConfig, cron: str,
                         timezone: str | None = None, *, declared: bool = False) -> WorkerJob:
         """Like ``schedule_cron_job``, but keep an existing chain with the same schedule."""
         parse_cron(cron, timezone)
         job = self._new_job(config, cron=cron, timezone=timezone, declared=declared)
-        return self._ready().ensure_chain(job)
+        store = self._ready()
+        return self._traced([job], lambda jobs: [store.ensure_chain(jobs[0])])[0]
+
+    def _schedule(self, jobs: list[NewJob]) -> list[WorkerJob]:
+        store = self._ready()
+        rows = self._traced(jobs, store.schedule)
+        self._wake()
+        return rows
+
+    def _traced(self, jobs: list[NewJob],
+                write: Callable[[list[NewJob]], list[WorkerJob]]) -> list[WorkerJob]:
+        """``write(jobs)``, inside an OpenTelemetry producer span when ``otel`` is on."""
+        if not self.settings.otel:
+            return write(jobs)
+        from jobtable import otel  # only when on: the core never imports OpenTelemetry
+
+        return otel.send(jobs, write)
 
     def schedule_job_report(self, config: WorkerJobConfig, cron: str | None = None,
                             timezone: str | None = None) -> ScheduleReport:

@@ -55,6 +55,8 @@ def load_middleware(names: tuple[str, ...]) -> tuple[ModuleType, ...]:
     for name in names:
         try:
             module = importlib.import_module(name)
+        except ConfigError:
+            raise
         except Exception as exc:
             raise ConfigError(
                 f"hooks module {name!r} cannot be imported ({type(exc).__name__}: {exc}); "
