@@ -254,7 +254,7 @@ async def on_failure(params, error):
 """
 
 
-def test_a_worker_process_applies_the_hooks_of_jobtable_hooks(
+def test_a_worker_process_applies_the_hooks_given_by_its_hooks_option(
         db_url: str, tmp_path: Path) -> None:
     side = Side(db_url, tmp_path)
     name = _middleware(tmp_path / "mods", RECORDING_MIDDLEWARE)
@@ -263,8 +263,8 @@ def test_a_worker_process_applies_the_hooks_of_jobtable_hooks(
         ok = jt.schedule_job(WorkerJobConfig(type="work", user_id=1))
         bad = jt.schedule_job(WorkerJobConfig(type="work", user_id=2, data={"fail": True}))
     log = tmp_path / "worker.log"
-    proc = start_worker(db_url, jobs, "--burst", side=side, log=log,
-                        env={"JOBTABLE_HOOKS": f" {name} ,", "PYTHONPATH": str(tmp_path / "mods")})
+    proc = start_worker(db_url, jobs, "--burst", "--hooks", name, side=side, log=log,
+                        env={"PYTHONPATH": str(tmp_path / "mods")})
     assert proc.wait(120) == 0, log.read_text()
     assert sorted(side.job_ids("around")) == [ok.id, bad.id]
     assert side.job_ids("failure:KeyError") == [bad.id]

@@ -185,3 +185,20 @@ def test_explicit_and_environment_databases_stay_relative_to_the_working_directo
     monkeypatch.setenv("JOBTABLE_DATABASE_URL", "sqlite:///here.db")
     assert load_settings().database == "sqlite:///here.db"
     assert load_settings(database="sqlite:///there.db").database == "sqlite:///there.db"
+
+
+def test_hooks_and_otel_come_from_pyproject_the_environment_or_arguments(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _pyproject(Path.cwd(), 'hooks = ["myapp.jobhooks", "myapp.metrics"]\notel = true\n')
+    settings = load_settings()
+    assert settings.hooks == ("myapp.jobhooks", "myapp.metrics") and settings.otel is True
+    monkeypatch.setenv("JOBTABLE_HOOKS", " tracing , myapp.jobhooks,")
+    monkeypatch.setenv("JOBTABLE_OTEL", "false")
+    settings = load_settings()
+    assert settings.hooks == ("tracing", "myapp.jobhooks") and settings.otel is False
+    assert load_settings(hooks=["only"]).hooks == ("only",)
+    assert Settings().hooks == () and Settings().otel is False
+    with pytest.raises(ConfigError, match="setting hooks: 'my app' is not a dotted module"):
+        load_settings(hooks="my app")
+    with pytest.raises(ConfigError, match="setting hooks: expected a list of module names"):
+        load_settings(hooks=[1])

@@ -103,3 +103,27 @@ def checked_table(settings: Settings) -> Iterator[JobTable]:
         yield table
     finally:
         table.close()
+
+
+def hooks_options(fn: F) -> F:
+    """--hooks MODULE (repeatable) and --otel/--no-otel: the ``hooks`` and ``otel``
+    settings, passed on as ``JOBTABLE_HOOKS`` / ``JOBTABLE_OTEL`` so that supervised and
+    isolated child processes see them too."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, hooks: tuple[str, ...], otel: bool | None, **kwargs: Any) -> Any:
+        if hooks:
+            os.environ["JOBTABLE_HOOKS"] = ",".join(hooks)
+        if otel is not None:
+            os.environ["JOBTABLE_OTEL"] = "true" if otel else "false"
+        return fn(*args, **kwargs)
+
+    wrapper = click.option(
+        "--otel/--no-otel", default=None,
+        help="Trace jobs with OpenTelemetry; needs jobtable[otel] [env JOBTABLE_OTEL].")(wrapper)
+    wrapper = click.option(
+        "--hooks", "hooks", multiple=True, metavar="MODULE",
+        help="A module of job hooks (around, on_success, on_failure, ...) applied to every "
+             "job; repeatable, first is outermost [env JOBTABLE_HOOKS, comma-separated].")(
+        wrapper)
+    return wrapper  # type: ignore[return-value]

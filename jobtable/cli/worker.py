@@ -14,6 +14,7 @@ import click
 from jobtable.cli.options import (
     database_options,
     friendly_errors,
+    hooks_options,
     log_format_option,
     log_level_option,
     setup_logging,
@@ -49,6 +50,7 @@ log = logging.getLogger("jobtable.cli")
               help="Longest idle sleep between checks for due jobs [default 1s].")
 @log_level_option
 @log_format_option
+@hooks_options
 @friendly_errors
 def worker(database: str | None, jobs: str | None, app: str | None, concurrency: int | None,
            processes: str | None, burst: bool, stale_limit: str | None,
