@@ -138,6 +138,10 @@ async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Execut
                   timeout: float, grace: float) -> RunResult:
     """Run ``job`` once in this process and describe how it ended: the middleware's
     ``around`` hooks wrap the run, the outcome hooks follow it (``jobtable.hooks``)."""
+    try:  # first: a middleware may prepare the process for the job modules (Django)
+        middleware = hooks.middleware_for(jobtable.settings)
+    except ConfigError as exc:
+        return RunResult(False, {"error": str(exc), "exception": "ConfigError"})
     jt = jobtable.registry.get(job.type)
     if jt is None:
         return RunResult(False, {"error": f"unknown job type {job.type!r}; known job types: "
@@ -146,10 +150,6 @@ async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Execut
     if jt.error is not None or jt.run is None:
         return RunResult(False, {"error": f"job type {job.type!r} cannot be loaded: {jt.error}",
                                  "exception": "ImportError"})
-    try:
-        middleware = hooks.middleware_for(jobtable.settings)
-    except ConfigError as exc:
-        return RunResult(False, {"error": str(exc), "exception": "ConfigError"})
     logger = job_logger(job)
     params = JobParams(app=app, log=logger, job=job, jobtable=jobtable)
     started = time.monotonic()

@@ -1,0 +1,1 @@
+"""Integrations with frameworks (``jobtable.contrib.django``)."""
