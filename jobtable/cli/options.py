@@ -120,7 +120,8 @@ def hooks_options(fn: F) -> F:
 
     wrapper = click.option(
         "--otel/--no-otel", default=None,
-        help="Trace jobs with OpenTelemetry; needs jobtable[otel] [env JOBTABLE_OTEL].")(wrapper)
+        help="Trace jobs with OpenTelemetry (needs the otel extra) [env JOBTABLE_OTEL].")(
+        wrapper)
     wrapper = click.option(
         "--hooks", "hooks", multiple=True, metavar="MODULE",
         help="A module of job hooks (around, on_success, on_failure, ...) applied to every "
