@@ -268,3 +268,27 @@ def test_a_worker_process_applies_the_hooks_given_by_its_hooks_option(
     assert proc.wait(120) == 0, log.read_text()
     assert sorted(side.job_ids("around")) == [ok.id, bad.id]
     assert side.job_ids("failure:KeyError") == [bad.id]
+
+
+HANGING_HOOKS = """
+import asyncio
+
+TIMEOUT = 0.5
+
+def run(params):
+    return {"done": params.job.id}
+
+async def on_success(params, result):
+    await asyncio.sleep(3600)
+"""
+
+
+def test_a_hanging_outcome_hook_is_abandoned_within_the_job_timeout(
+        db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"stuck": HANGING_HOOKS}, recorder=False)
+    with open_table(db_url, jobs) as jt, caplog.at_level(logging.ERROR, "jobtable.hooks"):
+        job = jt.schedule_job(WorkerJobConfig(type="stuck"))
+        run_burst(jt)
+        assert jt.require_job(job.id).result == {"done": job.id}
+    [record] = [r for r in caplog.records if r.name == "jobtable.hooks"]
+    assert "did not return within" in record.getMessage() and "on_success" in record.getMessage()
