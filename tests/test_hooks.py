@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Side, open_table, run_burst, start_worker, write_jobs
+from helpers import Side, open_table, run_burst, sql, start_worker, write_jobs
 
 from jobtable import ConfigError, JobStatus, JobTable, WorkerJobConfig
 from jobtable.errors import JobFailed
@@ -292,3 +292,37 @@ def test_a_hanging_outcome_hook_is_abandoned_within_the_job_timeout(
         assert jt.require_job(job.id).result == {"done": job.id}
     [record] = [r for r in caplog.records if r.name == "jobtable.hooks"]
     assert "did not return within" in record.getMessage() and "on_success" in record.getMessage()
+
+
+CRASHING = """
+import os
+
+EVENTS = []
+
+def run(params):
+    os._exit(3)
+
+def on_failure(params, error):
+    EVENTS.append(("on_failure", params.job.id, error))
+
+def on_exhausted(params, error):
+    EVENTS.append(("on_exhausted", params.job.id, error))
+"""
+
+
+def test_a_job_that_crashes_its_isolated_process_for_good_gets_its_failure_hooks(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"poison": CRASHING}, recorder=False)
+    with open_table(db_url, jobs, max_attempts=2) as jt:
+        job = jt.schedule_job(WorkerJobConfig(type="poison", auto_reschedule_on_failure=True))
+        # Claimed once before and never finished: the next claim is its last attempt,
+        # run alone in a child process, which dies.
+        sql(db_url, "UPDATE worker_jobs SET attempts = 1 WHERE id = %s", job.id)
+        run_burst(jt)
+        row = jt.require_job(job.id)
+        assert row.result["exception"] == "WorkerCrash"
+        assert not [j for j in jt.list_jobs() if j.rescheduled_from_job == job.id]
+        events = _module(jt, "poison").EVENTS
+    assert [(name, job_id) for name, job_id, _ in events] == [
+        ("on_failure", job.id), ("on_exhausted", job.id)]
+    assert all(isinstance(e[2], JobFailed) and e[2].kind == "WorkerCrash" for e in events)

@@ -234,3 +234,23 @@ def retry_follows(job: WorkerJob, retry: bool) -> bool:
     """Whether a failure of ``job`` is followed by a retry row."""
     follow = rules.follow_up(job, False, utcnow(), retry=retry)
     return follow is not None and follow.retry_count > job.retry_count
+
+
+async def crash_hooks(jobtable: JobTable, app: Any, job: WorkerJob, result: RunResult,
+                      executor: Executor, timeout: float) -> None:
+    """The failure hooks of a job whose isolated process crashed on its last attempt, run
+    by the worker (the process died before it could run them); nothing otherwise."""
+    if (result.success or result.release or not isinstance(result.result, dict)
+            or result.result.get("exception") != "WorkerCrash"):
+        return
+    jt = jobtable.registry.get(job.type)
+    if jt is None or jt.module is None:
+        return
+    try:
+        middleware = hooks.middleware_for(jobtable.settings)
+    except ConfigError:
+        return
+    params = JobParams(app=app, log=job_logger(job), job=job, jobtable=jobtable)
+    error = JobFailed(str(result.result.get("error")), "WorkerCrash")
+    await fire_failure_hooks(job, result.retry, params, error, (jt.module, *middleware),
+                             executor, hooks.hook_budget(timeout, timeout))

@@ -18,7 +18,7 @@ from jobtable import rules
 from jobtable.client import JobTable
 from jobtable.model import Outcome, WorkerJob
 from jobtable.timeutil import utcnow
-from jobtable.worker.execution import RunResult, job_timeout, run_job
+from jobtable.worker.execution import RunResult, crash_hooks, job_timeout, run_job
 from jobtable.worker.shared import Shared
 
 log = logging.getLogger("jobtable.worker")
@@ -146,6 +146,9 @@ class JobExecutor:
             from jobtable.worker.isolated import run_isolated
 
             # Claimed before and never finished: it may be what killed a worker.
-            return await run_isolated(self.settings, job, timeout, grace,
-                                      last_attempt=job.attempts >= self.settings.max_attempts)
+            result = await run_isolated(self.settings, job, timeout, grace,
+                                        last_attempt=job.attempts >= self.settings.max_attempts)
+            # A child that crashed could not run the failure hooks: run them here.
+            await crash_hooks(self.jt, self.app, job, result, self._threads, timeout)
+            return result
         return await run_job(self.jt, self.app, job, self._threads, timeout, grace)
