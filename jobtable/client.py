@@ -20,7 +20,7 @@ from jobtable.errors import (
     MigrationError,
     UnknownJobTypeError,
 )
-from jobtable.model import NewJob, WorkerJob, WorkerJobConfig
+from jobtable.model import JobStatus, NewJob, WorkerJob, WorkerJobConfig, check_queue
 from jobtable.registry import Registry, discover
 from jobtable.reports import (
     RUNTIME_BUCKETS,
@@ -30,10 +30,11 @@ from jobtable.reports import (
     ScheduleReport,
     Stats,
 )
+from jobtable.routing import QueueInfo, is_paused
 from jobtable.settings import Settings, load_settings
 from jobtable.store import Store, open_store
 from jobtable.store.base import STATUSES, WorkerInfo
-from jobtable.timeutil import utcnow
+from jobtable.timeutil import parse_duration, utcnow
 
 PURGE_BATCH = 1000
 RETRY_BATCH = 200
@@ -433,6 +434,85 @@ class JobTable:
                 progress(n)
             if n < batch:
                 return total
+
+    # -- queues and flow control ------------------------------------------------------
+
+    def pause_queue(self, name: str, for_: timedelta | float | str | None = None) -> QueueInfo:
+        """Stop every worker on every host from starting jobs of queue ``name`` (at its
+        next claim, within about a second); running jobs finish, scheduling into it still
+        works. ``for_`` (a timedelta, seconds or ``"30m"``) ends the pause by itself."""
+        check_queue(name)
+        until = None
+        if for_ is not None:
+            length = for_ if isinstance(for_, timedelta) else parse_duration(
+                for_ if isinstance(for_, str) else f"{for_}s", "for_")
+            if length <= timedelta(0):
+                raise ConfigError(f"a pause must last longer than 0, got {for_!r}; give a "
+                                  "duration such as '30m', or None to pause until resumed")
+            until = utcnow() + length
+        self._ready().pause_queue(name, until)
+        return self._queue(name)
+
+    def resume_queue(self, name: str) -> QueueInfo:
+        """Let workers start jobs of queue ``name`` again."""
+        check_queue(name)
+        self._ready().resume_queue(name)
+        self._wake()
+        return self._queue(name)
+
+    def list_queues(self) -> list[QueueInfo]:
+        """Every queue with unfinished jobs or a pause: pending and running counts, and
+        whether (and until when) it is paused."""
+        return self._ready().queues()
+
+    def _queue(self, name: str) -> QueueInfo:
+        return next((q for q in self.list_queues() if q.name == name), QueueInfo(name=name))
+
+    def held_back(self, job: WorkerJob) -> str | None:
+        """Why a pending job is not running yet, or None when nothing holds it back (or
+        it is not pending): not due yet, its queue paused, or a limit of its type."""
+        if job.status != JobStatus.PENDING:
+            return None
+        now = utcnow()
+        if job.due > now:
+            return f"not due yet (due {job.due.isoformat()})"
+        queue = next((q for q in self.list_queues() if q.name == job.queue), None)
+        if queue is not None and is_paused(queue.paused, queue.paused_until, now):
+            until = ("until resumed" if queue.paused_until is None
+                     else f"until {queue.paused_until.isoformat()}")
+            return f"queue {job.queue!r} is paused {until}"
+        jt = self.registry.get(job.type)
+        if jt is None or jt.module is None:
+            return None
+        limits = jt.limits
+        store = self._ready()
+        if limits.concurrency is not None:
+            user = job.user_id if limits.per_user else None
+            running = store.running_of_type(job.type, user)
+            if running >= limits.concurrency:
+                whose = f" for user {job.user_id}" if limits.per_user else ""
+                return (f"concurrency limit reached ({running} running{whose}; "
+                        f"CONCURRENCY_LIMIT = {limits.concurrency})")
+        if limits.rate is not None:
+            started = store.recent_starts(job.type, limits.rate.window_start(now))
+            if started >= limits.rate.count:
+                return (f"rate limit reached ({started} started in the last "
+                        f"{limits.rate.period.total_seconds():g}s; RATE_LIMIT = "
+                        f"{str(limits.rate)!r})")
+        return None
+
+    async def pause_queue_async(self, name: str,
+                                for_: timedelta | float | str | None = None) -> QueueInfo:
+        """``pause_queue`` without blocking the event loop."""
+        return await asyncio.to_thread(self.pause_queue, name, for_)
+
+    async def resume_queue_async(self, name: str) -> QueueInfo:
+        """``resume_queue`` without blocking the event loop."""
+        return await asyncio.to_thread(self.resume_queue, name)
+
+    async def list_queues_async(self) -> list[QueueInfo]:
+        """``list_queues`` without blocking the event loop."""
+        return await asyncio.to_thread(self.list_queues)
 
     # -- the same, without blocking an event loop ------------------------------------
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from jobtable.bindings import read_registry, resolve_bindings
 from jobtable.errors import ConfigError, InvalidDataError, InvalidJobError, UnknownJobTypeError
+from jobtable.routing import TypeLimits, limits_of
 from jobtable.timeutil import to_timedelta
 from jobtable.validation import validate_data
 
@@ -84,6 +85,12 @@ class JobType:
     def data_type(self) -> Any:
         """The module's ``Data`` class (TypedDict, dataclass or pydantic model), if any."""
         return getattr(self.module, "Data", None)
+
+    @functools.cached_property
+    def limits(self) -> TypeLimits:
+        """The flow limits the module declares (``CONCURRENCY_LIMIT``,
+        ``CONCURRENCY_KEY``, ``RATE_LIMIT``, ``FAIR``); checked when it is imported."""
+        return limits_of(self.name, self.module)
 
     def declared_setting(self, name: str) -> Any:
         """A module-level setting such as ``AUTO_RESCHEDULE_ON_FAILURE``."""
@@ -152,6 +159,15 @@ class Registry:
         return {field: value for field in MODULE_DEFAULTS
                 if (value := getattr(jt.module, field.upper(), None)) is not None}
 
+    def limits(self) -> list[TypeLimits]:
+        """The flow limits of every loadable job type that declares any."""
+        out = []
+        for name in self.names:
+            jt = self.get(name)
+            if jt is not None and jt.module is not None and jt.limits.limited:
+                out.append(jt.limits)
+        return out
+
     def check_data(self, name: str, data: dict[str, Any]) -> None:
         """Raise ``InvalidDataError`` when ``data`` does not fit the ``Data`` declared by
         the module of job type ``name``; nothing to check when it declares none."""
@@ -198,6 +214,11 @@ def _import_locked(jt: JobType) -> None:
         return
     if not callable(getattr(module, "run", None)):
         jt.error = f"{jt.origin}: job module has no run(params) function"
+        return
+    try:
+        limits_of(jt.name, module)
+    except InvalidJobError as exc:
+        jt.error = f"{jt.origin}: {exc}"
         return
     jt.module = module
 

@@ -45,6 +45,7 @@ class Settings:
     bindings: str | None = None
     hooks: tuple[str, ...] = ()
     otel: bool = False
+    queues: str | None = None
 
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with the given non-None values applied (after conversion)."""
@@ -73,6 +74,7 @@ _ENV = {
     "bindings": ("JOBTABLE_BINDINGS",),
     "hooks": ("JOBTABLE_HOOKS",),
     "otel": ("JOBTABLE_OTEL",),
+    "queues": ("JOBTABLE_QUEUES",),
 }
 
 _FIELD_TYPES = {f.name: f.default for f in fields(Settings)}
@@ -83,6 +85,10 @@ def _convert(name: str, value: Any) -> Any:
     if name not in _FIELD_TYPES:
         raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(_FIELD_TYPES))}")
     default = _FIELD_TYPES[name]
+    if name == "queues":
+        from jobtable.routing import format_queues, parse_queues
+
+        return format_queues(parse_queues(value))
     try:
         if isinstance(default, tuple):
             return _names(value)

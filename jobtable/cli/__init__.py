@@ -7,7 +7,7 @@ import importlib
 
 import click
 
-from jobtable.cli import dashboard, demo, jobs, migrate, schedule, stats, worker
+from jobtable.cli import dashboard, demo, jobs, migrate, queues, schedule, stats, worker
 from jobtable.cli.options import (
     database_options,
     friendly_errors,
@@ -56,5 +56,6 @@ def main() -> None:
 
 
 for _command in (worker.worker, schedule.schedule, migrate.migrate, demo.demo,
-                 jobs.jobs_command, stats.stats_command, dashboard.dashboard_command):
+                 jobs.jobs_command, stats.stats_command, dashboard.dashboard_command,
+                 queues.queues_command):
     main.add_command(_command)

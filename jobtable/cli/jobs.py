@@ -63,6 +63,9 @@ COLUMNS: list[tuple[str, dict[str, Any], Callable[[WorkerJob], str | Text], int]
     ("type", {"no_wrap": True, "overflow": "ellipsis", "min_width": 8},
      lambda r: Text(r.type), 0),
     ("user", _RIGHT, lambda r: str(r.user_id), 3),
+    # Shown only when a listed row is outside the default queue / priority 0.
+    ("queue", _PLAIN, lambda r: Text(r.queue), 8),
+    ("prio", _RIGHT, lambda r: str(r.priority), 9),
     ("status", _PLAIN, lambda r: _status(r.status.value), 0),
     ("due", _PLAIN, lambda r: _when(r.due), 2),
     ("finished", _PLAIN, lambda r: _when(r.finished), 4),
@@ -79,7 +82,12 @@ _OUTCOME_MIN = 10
 def _columns_for(rows: list[WorkerJob], width: int | None) -> list[int]:
     """Indexes of the columns that fit in ``width``: the least important are dropped
     until every kept column but the outcome fits at its natural width."""
-    kept = list(range(len(COLUMNS)))
+    unused = set()
+    if not any(r.queue != "default" for r in rows):
+        unused.add("queue")
+    if not any(r.priority for r in rows):
+        unused.add("prio")
+    kept = [i for i, column in enumerate(COLUMNS) if column[0] not in unused]
     if width is None:
         return kept
     cells = [[len(str(get(r))) for r in rows] for _, _, get, _ in COLUMNS]
@@ -167,14 +175,17 @@ def show(ctx: click.Context, job_id: int, database: str | None, jobs: str | None
     with checked_table(_settings(ctx, database, jobs)) as table:
         job = table.require_job(job_id)
         chain = table.job_chain(job_id)
+        held = table.held_back(job)
     if as_json:
-        click.echo(json.dumps({"job": job.to_dict(), "chain": [c.to_dict() for c in chain]}))
+        click.echo(json.dumps({"job": job.to_dict(), "chain": [c.to_dict() for c in chain],
+                               "held_back": held}))
         return
-    make_console().print(job_view(job, chain))
+    make_console().print(job_view(job, chain, held))
 
 
-def job_view(job: WorkerJob, chain: list[WorkerJob]) -> RenderableType:
-    """The ``jobs show`` rendering."""
+def job_view(job: WorkerJob, chain: list[WorkerJob],
+             held: str | None = None) -> RenderableType:
+    """The ``jobs show`` rendering; ``held`` says why a pending job waits."""
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="dim", justify="right")
     fields.add_column(overflow="fold")
@@ -192,6 +203,8 @@ def job_view(job: WorkerJob, chain: list[WorkerJob]) -> RenderableType:
     ran = display.runtime(job)
     if ran is not None:
         fields.add_row("ran for", display.human_duration(ran))
+    if held is not None:
+        fields.add_row("held back", Text(held, style="yellow"))
     parts: list[RenderableType] = [Panel(fields, title=f"job {job.id} · {job.type}",
                                          title_align="left", border_style=STYLE.get(
                                              job.status.value, ""))]

@@ -39,13 +39,19 @@ from jobtable.validation import read_job_data
               help="What to do with matching pending jobs: cancel them (replace), return "
                    "the existing one and write nothing (keep), or ignore them (allow) "
                    "[default: the job module's ON_CONFLICT, else replace].")
+@click.option("--queue", "-q", metavar="NAME",
+              help="The queue the job waits in [default: the job module's QUEUE, else "
+                   "'default'].")
+@click.option("--priority", type=int,
+              help="Lower runs first, negative allowed [default: the job module's "
+                   "PRIORITY, else 0].")
 @click.option("--json", "as_json", is_flag=True, help="Print the new row as JSON.")
 @friendly_errors
 def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int,
              data: str | None, data_file: str | None, due: str | None, cron: str | None,
              timezone: str | None, retry: bool | None, retry_delay: str | None,
              remove_delay: str | None, unique_key: str | None, on_conflict: str | None,
-             as_json: bool) -> None:
+             queue: str | None, priority: int | None, as_json: bool) -> None:
     """Schedule a job of JOB_TYPE (cancelling matching pending jobs first, unless
     --on-conflict says otherwise)."""
     payload = read_job_data(data, data_file)
@@ -55,7 +61,8 @@ def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int
         auto_reschedule_on_failure_delay=parse_duration(retry_delay, "--retry-delay")
         if retry_delay else None,
         remove_delay=parse_duration(remove_delay, "--remove-delay") if remove_delay else None,
-        unique_key=unique_key, on_conflict=on_conflict)  # type: ignore[arg-type]
+        unique_key=unique_key, on_conflict=on_conflict,  # type: ignore[arg-type]
+        queue=queue, priority=priority)
     if timezone and not cron:
         raise click.UsageError("--timezone goes with --cron")
     with open_table(database, jobs) as jt:
@@ -68,7 +75,9 @@ def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int
                    f"{job.due.isoformat()}; nothing scheduled")
     else:
         click.echo(f"scheduled job {job.id} ({job.type}, user {job.user_id}) due "
-                   f"{job.due.isoformat()}" + (f", cron {job.cron_schedule}" if cron else ""))
+                   f"{job.due.isoformat()}" + (f", cron {job.cron_schedule}" if cron else "")
+                   + (f", queue {job.queue}" if job.queue != "default" else "")
+                   + (f", priority {job.priority}" if job.priority else ""))
     if report.cancelled:
         # On standard error with --json, so that standard output stays one JSON object.
         click.echo(f"cancelled {len(report.cancelled)} pending job(s) of this type and user: "

@@ -13,13 +13,15 @@ from rich.text import Text
 from jobtable import display
 from jobtable.cli.jobs import SPARK, STYLE, make_console
 from jobtable.cli.options import checked_table, database_options, friendly_errors
+from jobtable.cli.queues import queues_table
 from jobtable.reports import Stats
+from jobtable.routing import QueueInfo
 from jobtable.settings import load_settings
 from jobtable.store.base import STATUSES
 
 
-def stats_view(s: Stats) -> RenderableType:
-    """The ``jobtable stats`` rendering."""
+def stats_view(s: Stats, queues: list[QueueInfo] | None = None) -> RenderableType:
+    """The ``jobtable stats`` rendering; ``queues`` adds pending/running per queue."""
     head = Text()
     for status in STATUSES:
         head.append(f"{status} ", style="dim")
@@ -52,6 +54,10 @@ def stats_view(s: Stats) -> RenderableType:
     parts: list[RenderableType] = [head, facts]
     if s.by_type:
         parts.append(by_type)
+    if queues:
+        by_queue = queues_table(queues)
+        by_queue.title, by_queue.title_justify = "by queue", "left"
+        parts.append(by_queue)
     if s.workers:
         workers = Table(title="workers", title_justify="left", header_style="bold dim")
         for col in ("host", "pid", "slots", "up since", "seen"):
@@ -81,27 +87,31 @@ def stats_command(database: str | None, jobs: str | None, watch: bool, interval:
     with checked_table(settings) as table:
         if not watch:
             snapshot = table.stats(settings.rescue_after)
+            queues = table.list_queues()
             if as_json:
-                click.echo(json.dumps(snapshot.to_dict()))
+                click.echo(json.dumps({**snapshot.to_dict(),
+                                       "queues": [q.to_dict() for q in queues]}))
             else:
-                make_console().print(stats_view(snapshot))
+                make_console().print(stats_view(snapshot, queues))
             return
         console = make_console()
         try:
             if not console.is_terminal:
                 # Not a terminal (a pipe, a log): append each snapshot instead.
                 while True:
-                    console.print(stats_view(table.stats(settings.rescue_after)))
+                    console.print(stats_view(table.stats(settings.rescue_after),
+                                             table.list_queues()))
                     console.print()
                     console.file.flush()
                     time.sleep(interval)
             from rich.live import Live
 
-            with Live(stats_view(table.stats(settings.rescue_after)), console=console,
+            with Live(stats_view(table.stats(settings.rescue_after), table.list_queues()),
+                      console=console,
                       auto_refresh=False, screen=False) as live:
                 while True:
                     time.sleep(interval)
-                    live.update(stats_view(table.stats(settings.rescue_after)),
-                                refresh=True)
+                    live.update(stats_view(table.stats(settings.rescue_after),
+                                           table.list_queues()), refresh=True)
         except KeyboardInterrupt:
             pass

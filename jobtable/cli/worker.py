@@ -46,6 +46,10 @@ log = logging.getLogger("jobtable.cli")
 @click.option("--rescue-after", metavar="DURATION",
               help="A worker silent this long is dead; its jobs become pending again "
                    "[default 30s].")
+@click.option("--queues", metavar="NAME=SLOTS,...",
+              help="Serve only these queues, each with its own slots in this process "
+                   "(e.g. default=10,reports=2) [env JOBTABLE_QUEUES; default every queue, "
+                   "sharing --concurrency].")
 @click.option("--poll-interval", metavar="DURATION",
               help="Longest idle sleep between checks for due jobs [default 1s].")
 @log_level_option
@@ -54,8 +58,8 @@ log = logging.getLogger("jobtable.cli")
 @friendly_errors
 def worker(database: str | None, jobs: str | None, app: str | None, concurrency: int | None,
            processes: str | None, burst: bool, stale_limit: str | None,
-           grace_period: str | None, rescue_after: str | None, poll_interval: str | None,
-           log_level: str | None, log_format: str | None) -> None:
+           grace_period: str | None, rescue_after: str | None, queues: str | None,
+           poll_interval: str | None, log_level: str | None, log_format: str | None) -> None:
     """Run jobs until SIGTERM/SIGINT (or, with --burst, until none is due).
 
     On a stop signal the worker stops claiming, lets running jobs finish within the
@@ -66,7 +70,7 @@ def worker(database: str | None, jobs: str | None, app: str | None, concurrency:
                              processes=processes, stale_limit=stale_limit,
                              grace_period=grace_period, rescue_after=rescue_after,
                              poll_interval=poll_interval, log_level=log_level,
-                             log_format=log_format)
+                             log_format=log_format, queues=queues)
     count = resolve_processes(settings.processes)
     if count > 1 and not burst:
         argv = [a for a in sys.argv[1:]]

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 from jobtable import rules
 from jobtable.errors import ConfigError
 from jobtable.model import CANCELLED_MESSAGE, JobStatus, NewJob, Outcome, WorkerJob
+from jobtable.routing import QueueInfo, TypeLimits
 from jobtable.store import migrate
 from jobtable.timeutil import utcnow
 
@@ -281,10 +282,16 @@ class Store(ABC):
     def _finish(self, tx: Tx, outcomes: Sequence[Outcome], now: datetime) -> set[int]:
         """Write outcomes whose fencing token is current; return the ids written."""
 
-    @abstractmethod
-    def _claim(self, tx: Tx, worker_id: str, limit: int, now: datetime,
-               max_attempts: int) -> list[Row]:
-        """Claim up to ``limit`` due pending rows for ``worker_id``."""
+    def _types_param(self, types: Sequence[str]) -> Any:
+        """A list of type names as a query parameter (an array, or JSON text)."""
+        return list(types)
+
+    def _ids_param(self, ids: Sequence[int]) -> Any:
+        """A list of integers as a query parameter (an array, or JSON text)."""
+        return list(ids)
+
+    def _lock_limited(self, tx: Tx, types: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """Serialise the claimers of these limited types until the transaction ends."""
 
     # -- scheduling ----------------------------------------------------------
 
@@ -371,15 +378,111 @@ class Store(ABC):
     # -- the worker's side ---------------------------------------------------
 
     def claim(self, worker_id: str, limit: int,
-              max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[WorkerJob]:
-        """Atomically claim up to ``limit`` due pending jobs, earliest due first."""
+              max_attempts: int = DEFAULT_MAX_ATTEMPTS, *, queue: str | None = None,
+              limits: Sequence[TypeLimits] = ()) -> list[WorkerJob]:
+        """Atomically claim up to ``limit`` due pending jobs: lower priority first, then
+        earliest due, then lowest id; of one queue, or of every queue when ``queue`` is
+        None; never of a paused queue.
+
+        ``limits`` are the flow limits of the job types the caller runs. A limited type
+        is claimed first, in a transaction that serialises its claimers and takes at most
+        what its limits leave; every other type is claimed in one statement.
+        """
         if limit <= 0:
             return []
-        with self.statement() as tx:
-            rows = self._claim(tx, worker_id, limit, utcnow(), max_attempts)
+        limited = [lim for lim in limits if lim.limited]
+        rows: list[Row] = []
+        if limited:
+            with self.transaction() as tx:
+                now = utcnow()
+                self._lock_limited(tx, [lim.type for lim in limited])
+                for lim in limited:
+                    if len(rows) >= limit:
+                        break
+                    rows += self._claim_limited(tx, worker_id, limit - len(rows), now,
+                                                max_attempts, queue, lim)
+        if len(rows) < limit:
+            with self.statement() as tx:
+                now = utcnow()
+                params = dict(worker=worker_id, limit=limit - len(rows), now=self._t(now),
+                              stale=self._t(self.stale_cutoff(now)),
+                              max_attempts=max_attempts,
+                              skip_types=self._types_param([lim.type for lim in limited]))
+                if queue is None:
+                    rows += tx.q("claim", **params)
+                else:
+                    rows += tx.q("claim_queue", queue=queue, **params)
         jobs = [self.to_job(r) for r in rows]
-        jobs.sort(key=lambda j: (j.due, j.id))
+        jobs.sort(key=lambda j: (j.priority, j.due, j.id))
         return jobs
+
+    def _claim_limited(self, tx: Tx, worker_id: str, want: int, now: datetime,
+                       max_attempts: int, queue: str | None, lim: TypeLimits) -> list[Row]:
+        """Claim up to ``want`` rows of one limited type, within its limits. The caller
+        holds the type's claim lock."""
+        stale = self._t(self.stale_cutoff(now))
+        allowed = want
+        if lim.concurrency is not None and not lim.per_user:
+            running = tx.q("running_of_type", type=lim.type, stale=stale, user_id=None)
+            allowed = min(allowed, lim.concurrency - int(running[0]["n"]))
+        if lim.rate is not None:
+            started = tx.q("rate_starts", type=lim.type,
+                           since=self._t(lim.rate.window_start(now)))
+            allowed = min(allowed, lim.rate.count - int(started[0]["n"]))
+        if allowed <= 0:
+            return []
+        per_user = lim.concurrency if lim.per_user and lim.concurrency else _NO_LIMIT
+        rows = tx.q("claim_limited", worker=worker_id, limit=allowed, now=self._t(now),
+                    stale=stale, max_attempts=max_attempts, queue=queue, type=lim.type,
+                    per_user=per_user, fair=lim.fair)
+        if rows and lim.fair:
+            users = sorted({int(r["user_id"]) for r in rows})
+            tx.q("fair_served", type=lim.type, now=self._t(now),
+                 user_ids=self._ids_param(users))
+        if rows and lim.rate is not None:
+            tx.q("rate_add", type=lim.type, bucket=self._t(lim.rate.bucket_of(now)),
+                 n=len(rows))
+            tx.q("rate_forget", type=lim.type, before=self._t(lim.rate.window_start(now)))
+        return rows
+
+    # -- queues ------------------------------------------------------------------
+
+    def pause_queue(self, name: str, until: datetime | None) -> None:
+        """Pause claims from queue ``name`` (until ``until``, or until resumed)."""
+        with self.statement() as tx:
+            tx.q("pause_queue", queue=name, paused=True, until=self._t(until),
+                 now=self._t(utcnow()))
+
+    def resume_queue(self, name: str) -> None:
+        """Let claims take from queue ``name`` again."""
+        with self.statement() as tx:
+            tx.q("pause_queue", queue=name, paused=False, until=None, now=self._t(utcnow()))
+
+    def queues(self) -> list[QueueInfo]:
+        """Every queue that has unfinished rows or was ever paused, by name."""
+        now = utcnow()
+        out: dict[str, QueueInfo] = {}
+        for r in self.read("queue_counts"):
+            out[r["queue"]] = QueueInfo(name=r["queue"], pending=int(r["pending"] or 0),
+                                        running=int(r["running"] or 0))
+        for r in self.read("queue_rows"):
+            until = None if r["paused_until"] is None else self._time(r["paused_until"])
+            paused = bool(r["paused"]) and (until is None or until > now)
+            info = out.get(r["name"], QueueInfo(name=r["name"]))
+            out[r["name"]] = QueueInfo(name=info.name, pending=info.pending,
+                                       running=info.running, paused=paused,
+                                       paused_until=until if paused else None)
+        return [out[name] for name in sorted(out)]
+
+    def running_of_type(self, job_type: str, user_id: int | None = None) -> int:
+        """Running (started, unfinished, not stale) rows of ``job_type`` (of one user)."""
+        rows = self.read("running_of_type", type=job_type, user_id=user_id,
+                         stale=self._t(self.stale_cutoff(utcnow())))
+        return int(rows[0]["n"])
+
+    def recent_starts(self, job_type: str, since: datetime) -> int:
+        """Starts of a rate-limited ``job_type`` counted since ``since``."""
+        return int(self.read("rate_starts", type=job_type, since=self._t(since))[0]["n"])
 
     def complete(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one transaction, with their follow-up rows.

@@ -243,11 +243,9 @@ class PostgresStore(Store):
             "trace_contexts": [None if j.trace_context is None else Jsonb(j.trace_context)
                                for j in jobs]}
 
-    def _claim(self, tx: Any, worker_id: str, limit: int, now: datetime,
-               max_attempts: int) -> list[Row]:
-        rows: list[Row] = tx.q("claim", worker=worker_id, limit=limit, now=now,
-                               stale=self.stale_cutoff(now), max_attempts=max_attempts)
-        return rows
+    def _lock_limited(self, tx: Any, types: Sequence[str]) -> None:
+        keys = sorted({pair_key(f"limit:{t}", 0) for t in types})
+        tx.q("lock_pairs", keys=keys)
 
     def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> set[int]:
         rows = tx.q(

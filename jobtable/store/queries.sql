@@ -154,3 +154,33 @@ SELECT version, name FROM jobtable_migrations ORDER BY version
 
 -- name: record_migration
 INSERT INTO jobtable_migrations (version, name, applied_at) VALUES (:version, :migration, :applied_at)
+
+-- name: pause_queue
+INSERT INTO worker_queues (name, paused, paused_until, updated_at)
+VALUES (:queue, :paused, :until, :now)
+ON CONFLICT (name) DO UPDATE
+SET paused = excluded.paused, paused_until = excluded.paused_until,
+    updated_at = excluded.updated_at
+
+-- name: queue_rows
+SELECT name, paused, paused_until FROM worker_queues ORDER BY name
+
+-- name: queue_counts
+-- Unfinished rows per queue: pending (not started) and running (started).
+SELECT queue,
+       SUM(CASE WHEN started IS NULL THEN 1 ELSE 0 END) AS pending,
+       SUM(CASE WHEN started IS NOT NULL THEN 1 ELSE 0 END) AS running
+FROM worker_jobs
+WHERE finished IS NULL
+GROUP BY queue
+ORDER BY queue
+
+-- name: rate_starts
+SELECT COALESCE(SUM(n), 0) AS n FROM worker_rate WHERE type = :type AND bucket >= :since
+
+-- name: rate_add
+INSERT INTO worker_rate (type, bucket, n) VALUES (:type, :bucket, :n)
+ON CONFLICT (type, bucket) DO UPDATE SET n = worker_rate.n + excluded.n
+
+-- name: rate_forget
+DELETE FROM worker_rate WHERE type = :type AND bucket < :before

@@ -9,17 +9,63 @@
 SELECT pg_advisory_xact_lock(k) FROM unnest(:keys::bigint[]) AS k
 
 -- name: claim
-WITH picked AS (
-    SELECT id FROM worker_jobs
-    WHERE finished IS NULL AND due <= :now
+-- The hot path, every unlimited type: see jobtable_claim() in the migrations.
+SELECT * FROM jobtable_claim(:worker, :limit, :now, :stale, :max_attempts,
+                             :skip_types::text[], CAST(NULL AS TEXT))
+
+-- name: claim_queue
+SELECT * FROM jobtable_claim(:worker, :limit, :now, :stale, :max_attempts,
+                             :skip_types::text[], :queue)
+
+-- name: claim_limited
+-- One limited type (CONCURRENCY_LIMIT, RATE_LIMIT, FAIR), its claimers serialised by
+-- an advisory lock on the type; :limit is what the type-wide limits leave. Each
+-- user's due rows are numbered (turn); with a per-user limit a row is taken only while
+-- turn + the user's running rows stays within it; FAIR takes every user's first turn,
+-- then every second one, and so on. Rows of the type are found through
+-- worker_jobs_pending_match (num_nulls: see migration 0009). The UPDATE re-checks
+-- that the row is still
+-- pending, so a row claimed meanwhile by another path is never taken twice.
+WITH running AS (
+    SELECT user_id, COUNT(*) AS n FROM worker_jobs
+    WHERE type = :type AND num_nulls(finished) = 1 AND started IS NOT NULL
+      AND started >= :stale
+    GROUP BY user_id),
+cand AS (
+    SELECT id, user_id, priority, due,
+           ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY priority, due, id) AS turn
+    FROM worker_jobs
+    WHERE type = :type AND num_nulls(finished) = 1 AND due <= :now
       AND (started IS NULL OR (started < :stale AND attempts < :max_attempts))
-    ORDER BY due, id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED)
+      AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
+      AND queue <> ALL(ARRAY(SELECT name FROM worker_queues
+                             WHERE paused AND (paused_until IS NULL OR paused_until > :now)))),
+picked AS (
+    SELECT cand.id FROM cand LEFT JOIN running ON running.user_id = cand.user_id
+    LEFT JOIN worker_fair AS f ON :fair AND f.type = :type AND f.user_id = cand.user_id
+    WHERE cand.turn + COALESCE(running.n, 0) <= :per_user
+    ORDER BY CASE WHEN :fair THEN cand.turn ELSE 0 END, f.served NULLS FIRST,
+             cand.priority, cand.due, cand.id
+    LIMIT :limit)
 UPDATE worker_jobs AS j
 SET started = :now, claimed_by = :worker, attempts = j.attempts + 1, updated_at = :now
-FROM picked WHERE j.id = picked.id
+FROM picked
+WHERE j.id = picked.id AND num_nulls(j.finished) = 1
+  AND (j.started IS NULL OR j.started < :stale)
 RETURNING j.*
+
+-- name: running_of_type
+-- Running rows of one type (of one user when :user_id is given), not stale; found
+-- through worker_jobs_pending_match (num_nulls: see migration 0009).
+SELECT COUNT(*) AS n FROM worker_jobs
+WHERE type = :type AND num_nulls(finished) = 1 AND started IS NOT NULL AND started >= :stale
+  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+
+-- name: fair_served
+-- The users of a FAIR type just served (see worker_fair).
+INSERT INTO worker_fair (type, user_id, served)
+SELECT :type, u, :now FROM unnest(:user_ids::bigint[]) AS u
+ON CONFLICT (type, user_id) DO UPDATE SET served = excluded.served
 
 -- name: finish_many
 -- num_nulls(finished) = 1 is "finished IS NULL" said so that no partial index of

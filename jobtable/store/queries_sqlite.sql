@@ -16,15 +16,76 @@ VALUES (
 RETURNING *
 
 -- name: claim
+-- Due rows of every queue in priority order (worker_jobs_claim_order), skipping paused
+-- queues and the limited types (:skip_types, a JSON array), which claim_limited serves.
 UPDATE worker_jobs
 SET started = :now, claimed_by = :worker, attempts = attempts + 1, updated_at = :now
 WHERE id IN (
-    SELECT id FROM worker_jobs
+    SELECT id FROM worker_jobs INDEXED BY worker_jobs_claim_order
     WHERE finished IS NULL AND due <= :now
       AND (started IS NULL OR (started < :stale AND attempts < :max_attempts))
-    ORDER BY due, id
+      AND type NOT IN (SELECT value FROM json_each(:skip_types))
+      AND queue NOT IN (SELECT name FROM worker_queues
+                        WHERE paused = TRUE AND (paused_until IS NULL OR paused_until > :now))
+    ORDER BY priority, due, id
     LIMIT :limit)
 RETURNING *
+
+-- name: claim_queue
+-- The same for one queue (worker_jobs_claim_queue): a worker started with --queues.
+UPDATE worker_jobs
+SET started = :now, claimed_by = :worker, attempts = attempts + 1, updated_at = :now
+WHERE id IN (
+    SELECT id FROM worker_jobs INDEXED BY worker_jobs_claim_queue
+    WHERE finished IS NULL AND queue = :queue AND due <= :now
+      AND (started IS NULL OR (started < :stale AND attempts < :max_attempts))
+      AND type NOT IN (SELECT value FROM json_each(:skip_types))
+      AND NOT EXISTS (SELECT 1 FROM worker_queues
+                      WHERE name = :queue AND paused = TRUE
+                        AND (paused_until IS NULL OR paused_until > :now))
+    ORDER BY priority, due, id
+    LIMIT :limit)
+RETURNING *
+
+-- name: claim_limited
+-- One limited type; see the PostgreSQL query of the same name. BEGIN IMMEDIATE
+-- already serialises claimers.
+UPDATE worker_jobs
+SET started = :now, claimed_by = :worker, attempts = attempts + 1, updated_at = :now
+WHERE id IN (
+    WITH running AS (
+        SELECT user_id, COUNT(*) AS n FROM worker_jobs
+        WHERE type = :type AND finished IS NULL AND started IS NOT NULL AND started >= :stale
+        GROUP BY user_id),
+    cand AS (
+        SELECT id, user_id, priority, due,
+               ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY priority, due, id) AS turn
+        FROM worker_jobs
+        WHERE type = :type AND finished IS NULL AND due <= :now
+          AND (started IS NULL OR (started < :stale AND attempts < :max_attempts))
+          AND (:queue IS NULL OR queue = :queue)
+          AND queue NOT IN (SELECT name FROM worker_queues
+                            WHERE paused = TRUE
+                              AND (paused_until IS NULL OR paused_until > :now)))
+    SELECT cand.id FROM cand LEFT JOIN running ON running.user_id = cand.user_id
+    LEFT JOIN worker_fair AS f ON :fair AND f.type = :type AND f.user_id = cand.user_id
+    WHERE cand.turn + COALESCE(running.n, 0) <= :per_user
+    ORDER BY CASE WHEN :fair THEN cand.turn ELSE 0 END, f.served NULLS FIRST,
+             cand.priority, cand.due, cand.id
+    LIMIT :limit)
+RETURNING *
+
+-- name: running_of_type
+-- Running rows of one type (of one user when :user_id is given), not stale.
+SELECT COUNT(*) AS n FROM worker_jobs
+WHERE type = :type AND finished IS NULL AND started IS NOT NULL AND started >= :stale
+  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+
+-- name: fair_served
+-- The users of a FAIR type just served (see worker_fair); :user_ids is a JSON array.
+INSERT INTO worker_fair (type, user_id, served)
+SELECT :type, value, :now FROM json_each(:user_ids) WHERE TRUE
+ON CONFLICT (type, user_id) DO UPDATE SET served = excluded.served
 
 -- name: finish
 UPDATE worker_jobs

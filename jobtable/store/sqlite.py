@@ -222,11 +222,11 @@ class SqliteStore(Store):
                 else json.dumps(job.trace_context), now=t))
         return rows
 
-    def _claim(self, tx: Any, worker_id: str, limit: int, now: datetime,
-               max_attempts: int) -> list[Row]:
-        rows: list[Row] = tx.q("claim", worker=worker_id, limit=limit, now=self._t(now),
-                               stale=self._t(self.stale_cutoff(now)), max_attempts=max_attempts)
-        return rows
+    def _types_param(self, types: Sequence[str]) -> Any:
+        return json.dumps(list(types))
+
+    def _ids_param(self, ids: Sequence[int]) -> Any:
+        return json.dumps(list(ids))
 
     def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> set[int]:
         written = set()

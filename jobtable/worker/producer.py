@@ -4,6 +4,12 @@ Busy, it claims in batches (it waits for a quarter of the slots, or a few
 milliseconds). Idle, it sleeps until the first of: a wake-up, the next known ``due``,
 the poll interval, or a stop request. A claim whose reply was lost may have committed:
 the next claim first gives back the rows this worker holds without knowing it.
+
+With ``queues`` (``--queues default=10,reports=2``) each queue has its own slots and is
+claimed on its own; without, every queue shares the worker's slots. The flow limits of
+the job types (``limits``) travel with each claim, which enforces them. When due jobs
+are held back (a paused queue, a limit, a queue this worker does not serve) the producer
+waits for a wake-up or the poll interval (at most a second) rather than spinning.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from jobtable.model import WorkerJob
+from jobtable.routing import TypeLimits
 from jobtable.settings import Settings
 from jobtable.store.base import Wakeups
 from jobtable.timeutil import utcnow
@@ -29,7 +37,9 @@ class Producer:
 
     def __init__(self, shared: Shared, settings: Settings, executor: JobExecutor,
                  completer: Completer, wakeups: Wakeups, *, burst: bool,
-                 max_jobs: int | None, on_claim: Callable[[WorkerJob], None] | None) -> None:
+                 max_jobs: int | None, on_claim: Callable[[WorkerJob], None] | None,
+                 queues: dict[str, int] | None = None,
+                 limits: Sequence[TypeLimits] = ()) -> None:
         self.shared = shared
         self.settings = settings
         self.executor = executor
@@ -38,8 +48,12 @@ class Producer:
         self.burst = burst
         self.max_jobs = max_jobs
         self.on_claim = on_claim
+        self.queues = queues
+        self.limits = list(limits)
         self.limit_reached = False
         self._claim_uncertain = False
+        self._queue_of: dict[int, str] = {}  # running job id -> its queue (with queues)
+        self._claimed_at: datetime | None = None
 
     async def start(self) -> None:
         """Nothing to start: the worker awaits ``run()``."""
@@ -53,7 +67,26 @@ class Producer:
         free = self.shared.concurrency - len(self.executor.running)
         if self.max_jobs is not None:
             free = min(free, self.max_jobs - self.shared.stats.claimed)
+        if self.queues is not None and free > 0:
+            free = sum(self._free_by_queue(free).values())
         return free
+
+    def _free_by_queue(self, free: int) -> dict[str, int]:
+        """The free slots of each served queue, in all at most ``free``."""
+        assert self.queues is not None
+        running = self.executor.running
+        for job_id in [i for i in self._queue_of if i not in running]:
+            del self._queue_of[job_id]
+        busy: dict[str, int] = {}
+        for queue in self._queue_of.values():
+            busy[queue] = busy.get(queue, 0) + 1
+        out = {}
+        for queue, slots in self.queues.items():
+            take = min(slots - busy.get(queue, 0), free)
+            if take > 0:
+                out[queue] = take
+                free -= take
+        return out
 
     async def run(self) -> None:
         """Claim and start jobs until stopped (or, in burst mode, until none is due)."""
@@ -113,8 +146,19 @@ class Producer:
                 log.warning("released jobs %s claimed by a claim whose reply was lost",
                             released)
             self._claim_uncertain = False
-        return await asyncio.to_thread(store.claim, worker_id, limit,
-                                       self.settings.max_attempts)
+        self._claimed_at = utcnow()
+        if self.queues is None:
+            return await asyncio.to_thread(store.claim, worker_id, limit,
+                                           self.settings.max_attempts, limits=self.limits)
+        jobs: list[WorkerJob] = []
+        for queue, free in self._free_by_queue(limit).items():
+            got = await asyncio.to_thread(store.claim, worker_id, free,
+                                          self.settings.max_attempts, queue=queue,
+                                          limits=self.limits)
+            for job in got:
+                self._queue_of[job.id] = queue
+            jobs.extend(got)
+        return jobs
 
     def _start(self, job: WorkerJob) -> None:
         if self.on_claim is not None:
@@ -134,4 +178,9 @@ class Producer:
             return poll
         if due is None:
             return poll
+        if self._claimed_at is not None and due <= self._claimed_at:
+            # Due already when the claim ran, yet not claimed: held back by a pause, a
+            # limit or a queue this worker does not serve. Look again after the poll
+            # interval (at most a second), or at a wake-up.
+            return min(self.settings.poll_interval.total_seconds(), 1.0)
         return max(0.0, min(poll, (due - utcnow()).total_seconds()))

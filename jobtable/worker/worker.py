@@ -13,6 +13,7 @@ from typing import Any
 from jobtable.client import JobTable
 from jobtable.errors import ConfigError
 from jobtable.model import WorkerJob
+from jobtable.routing import format_queues, parse_queues
 from jobtable.worker.completer import Completer
 from jobtable.worker.declared import Declared
 from jobtable.worker.execution import bootstrap_app
@@ -29,16 +30,24 @@ class Worker:
 
     ``max_jobs`` stops claiming after that many jobs (``limit_reached`` tells); the jobs
     claimed still finish. ``on_claim`` is called with each claimed job before it runs.
+    ``queues`` (``{"default": 10, "reports": 2}`` or ``"default=10,reports=2"``; default
+    the ``queues`` setting) serves only those queues, each with its own slots; without
+    it every queue shares ``concurrency`` slots.
     """
 
     def __init__(self, jobtable: JobTable, *, concurrency: int | None = None,
                  burst: bool = False, app: Any = None, worker_id: str | None = None,
                  schedule_builtins: bool = True, max_jobs: int | None = None,
-                 on_claim: Callable[[WorkerJob], None] | None = None) -> None:
+                 on_claim: Callable[[WorkerJob], None] | None = None,
+                 queues: dict[str, int] | str | None = None) -> None:
         self.jt = jobtable
         self.settings = jobtable.settings
         self.store = jobtable.store
+        chosen = queues if queues is not None else self.settings.queues
+        self.queues = None if chosen is None else parse_queues(chosen)
         self.concurrency = concurrency or self.settings.concurrency
+        if self.queues is not None:
+            self.concurrency = sum(self.queues.values())
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         if max_jobs is not None and (isinstance(max_jobs, bool) or not isinstance(max_jobs, int)
@@ -88,12 +97,16 @@ class Worker:
         rescuer = Rescuer(shared, self.settings)
         producer = self._producer = Producer(
             shared, self.settings, executor, completer, wakeups, burst=self.burst,
-            max_jobs=self.max_jobs, on_claim=self.on_claim)
+            max_jobs=self.max_jobs, on_claim=self.on_claim, queues=self.queues,
+            limits=self.jt.registry.limits())
         self.jt._subscribe(shared.wake)
         for part in (rescuer, completer, wakeups, executor, producer):
             await part.start()
-        log.info("worker %s started: concurrency %d on %s%s", self.id, self.concurrency,
-                 self.store.dialect, " (burst)" if self.burst else "")
+        log.info("worker %s started: concurrency %d on %s%s%s", self.id, self.concurrency,
+                 self.store.dialect, " (burst)" if self.burst else "",
+                 "" if self.queues is None else f", queues {format_queues(self.queues)}")
+        for lim in producer.limits:
+            log.info("job type %r: %s", lim.type, lim.describe())
         try:
             await producer.run()
         finally:
