@@ -232,3 +232,11 @@ def test_an_unknown_query_name_or_raw_sql_is_refused(store: Store) -> None:
         store.read("SELECT 1")
     with pytest.raises(UnknownQueryError), store.transaction() as tx:
         tx.q("DELETE FROM worker_jobs")
+
+
+def test_table_health_reads_size_and_dead_rows_and_vacuum_runs(store: Store) -> None:
+    store.schedule([new(user_id=u) for u in range(5)])
+    health = store.table_health()
+    assert health.size_bytes > 0 and health.live >= 0 and health.dead >= 0
+    store._vacuum()  # maintenance's statement, whatever the table's state
+    assert store.count_jobs() == 5
