@@ -122,3 +122,15 @@ def test_fill_inserts_a_history_and_a_backlog(store: Any) -> None:
     with pytest.raises(ConfigError, match="counts >= 0"):
         store.fill("noop", finished=-1)
     assert store.count_jobs() == 370
+
+
+def test_table_health_and_vacuum(store: Any) -> None:
+    store.fill("noop", finished=300, pending=10)
+    health = store.table_health()
+    assert health.size_bytes > 0 and health.dead >= 0 and not health.bloating
+    assert store.maintain(timedelta(0)) is False       # 0: never
+    assert store.maintain(timedelta(minutes=1)) is False  # not bloating
+    store._vacuum()
+    if store.dialect == "postgres":
+        after = store.table_health()
+        assert after.last_vacuum is not None and after.live == 310
