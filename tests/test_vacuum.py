@@ -55,7 +55,7 @@ def test_cleanup_job_vacuums_a_bloating_table(pg_url: str, jobs: Path) -> None:
             assert before.bloating, before
             result = run_job(jt, CLEANUP)
             assert result["deleted"] == ROUND
-            assert result["vacuumed"] == 1, (r, before)
+            assert result.get("vacuumed") == 1, (r, before)
             after = _health_when(jt, lambda h: h.dead < BLOAT_MIN_DEAD)
             assert after.dead < BLOAT_MIN_DEAD, after
             assert after.last_vacuum is not None
@@ -71,15 +71,15 @@ def test_vacuum_is_rate_limited_and_can_be_switched_off(pg_url: str, jobs: Path)
         jt.migrate()
         _churn(jt, 0)
         assert _health_when(jt, lambda h: h.bloating).bloating
-        assert run_job(jt, CLEANUP)["vacuumed"] == 0       # 0: never
+        assert "vacuumed" not in run_job(jt, CLEANUP)       # 0: never
         stats = jt.stats()
         assert stats.table is not None and stats.table.bloating
         assert stats.to_dict()["table"]["bloating"] is True
     with open_table(pg_url, jobs, vacuum_interval=3600) as jt:
-        assert run_job(jt, CLEANUP)["vacuumed"] == 1       # no vacuum yet: runs
+        assert run_job(jt, CLEANUP).get("vacuumed") == 1       # no vacuum yet: runs
         _churn(jt, ROUND)
         assert _health_when(jt, lambda h: h.bloating).bloating
-        assert run_job(jt, CLEANUP)["vacuumed"] == 0       # one within the hour: waits
+        assert "vacuumed" not in run_job(jt, CLEANUP)       # one within the hour: waits
         assert jt.store.table_health().bloating
 
 

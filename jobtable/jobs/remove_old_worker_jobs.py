@@ -29,4 +29,5 @@ async def run(params: Any) -> dict[str, int]:
     if vacuumed:
         params.log.info("vacuumed worker_jobs (dead rows above %d %% of live ones)",
                         int(BLOAT_RATIO * 100))
-    return {"deleted": deleted, "vacuumed": int(vacuumed)}
+    # "vacuumed" only when it did: the result stays {"deleted": n} otherwise.
+    return {"deleted": deleted, "vacuumed": 1} if vacuumed else {"deleted": deleted}
