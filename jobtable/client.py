@@ -246,16 +246,18 @@ class JobTable:
 
     def list_jobs(self, *, status: str | None = None, type: str | None = None,
                   user_id: int | None = None, limit: int = 50,
-                  offset: int = 0) -> list[WorkerJob]:
+                  offset: int = 0, type_prefix: str | None = None) -> list[WorkerJob]:
         """Jobs, newest first; ``status`` is pending, running, succeeded, failed or
-        cancelled (anything else is a ``ConfigError`` naming them)."""
+        cancelled (anything else is a ``ConfigError`` naming them); ``type_prefix``
+        keeps the types that start with it."""
         return self._ready().list_jobs(status=status, type=type, user_id=user_id,
-                                       limit=limit, offset=offset)
+                                       limit=limit, offset=offset, type_prefix=type_prefix)
 
     def count_jobs(self, *, status: str | None = None, type: str | None = None,
-                   user_id: int | None = None) -> int:
+                   user_id: int | None = None, type_prefix: str | None = None) -> int:
         """How many jobs match the filters of ``list_jobs``."""
-        return self._ready().count_jobs(status=status, type=type, user_id=user_id)
+        return self._ready().count_jobs(status=status, type=type, user_id=user_id,
+                                        type_prefix=type_prefix)
 
     def counts_by_type(self) -> dict[str, dict[str, int]]:
         """{type: {status: count}} over the whole table."""
@@ -309,6 +311,22 @@ class JobTable:
                      oldest_pending_due=store.oldest_pending_due(now), throughput=buckets,
                      workers=workers, slots=sum(w.concurrency for w in workers),
                      table=store.table_health())
+
+    def throughput_by_hour(self, hours: int = 24) -> list[Bucket]:
+        """Succeeded and failed jobs per hour over the last ``hours`` (the current hour
+        last): one query bounded by time on ``finished``."""
+        if not 1 <= hours <= 24 * 31:
+            raise ConfigError(f"hours must be between 1 and {24 * 31}, got {hours}")
+        now = utcnow()
+        end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        start = end - timedelta(hours=hours)
+        totals: dict[datetime, tuple[int, int]] = {}
+        for minute, (ok, failed) in self._ready().throughput(start, end).items():
+            hour = minute.replace(minute=0, second=0, microsecond=0)
+            before = totals.get(hour, (0, 0))
+            totals[hour] = (before[0] + ok, before[1] + failed)
+        return [Bucket(edge, *totals.get(edge, (0, 0)))
+                for edge in (start + timedelta(hours=i) for i in range(hours))]
 
     def oldest_pending_due(self) -> datetime | None:
         """The ``due`` of the longest-waiting due pending job, if any."""
@@ -398,6 +416,17 @@ class JobTable:
                 progress(len(chunk))
         self._wake()
         return created
+
+    def cancel_jobs(self, job_ids: Sequence[int]) -> list[WorkerJob]:
+        """Cancel many jobs, each as ``cancel_job`` does; returns the rows cancelled.
+        Ids that cannot be cancelled (gone, or no longer pending) are skipped."""
+        cancelled = []
+        for job_id in dict.fromkeys(job_ids):
+            try:
+                cancelled.append(self.cancel_job(job_id))
+            except (JobNotFoundError, ActionRefusedError):
+                continue
+        return cancelled
 
     def run_job_now(self, job_id: int) -> WorkerJob:
         """Make a pending job due now (it runs at the next claim); returns the row."""
@@ -536,6 +565,14 @@ class JobTable:
     async def cancel_job_async(self, job_id: int) -> WorkerJob:
         """``cancel_job`` without blocking the event loop."""
         return await asyncio.to_thread(self.cancel_job, job_id)
+
+    async def cancel_jobs_async(self, job_ids: Sequence[int]) -> list[WorkerJob]:
+        """``cancel_jobs`` without blocking the event loop."""
+        return await asyncio.to_thread(self.cancel_jobs, job_ids)
+
+    async def throughput_by_hour_async(self, hours: int = 24) -> list[Bucket]:
+        """``throughput_by_hour`` without blocking the event loop."""
+        return await asyncio.to_thread(self.throughput_by_hour, hours)
 
     async def retry_job_async(self, job_id: int) -> WorkerJob:
         """``retry_job`` without blocking the event loop."""

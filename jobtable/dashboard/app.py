@@ -1,7 +1,9 @@
 """The dashboard: a small Starlette app with server-rendered pages.
 
-Pages: overview (live), jobs (filters, pagination), job detail (data, result,
-traceback, reschedule chain, actions), cron schedules, and ``/metrics``.
+Pages: overview (live), jobs (filters, search, pagination, bulk retry/cancel), job
+detail (data, result, traceback, reschedule chain, actions), workers, cron schedules,
+and ``/metrics``. Lists and an unfinished job's page refresh themselves from
+``/partials/...`` fragments.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from starlette.applications import Starlette
@@ -54,11 +57,14 @@ from jobtable.timeutil import utcnow
 HERE = Path(__file__).parent
 PER_PAGE = 50
 ACTIONS = ("cancel", "retry", "run-now")
+BULK_ACTIONS = ("retry", "cancel")
+BULK_LIMIT = 500
 FLASH = {
     "cancelled": "Job cancelled.",
     "retried": "Retry scheduled: this is the new job.",
     "run-now": "The job is due now; the next free worker will run it.",
 }
+RUNNING_SHOWN = 1000  # running jobs listed on the workers page, at most
 T = TypeVar("T")
 
 
@@ -73,6 +79,8 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True)
     env.filters["pretty"] = _pretty
     env.filters["duration"] = display.human_duration
+    env.filters["setting_duration"] = display.setting_duration
+    env.globals["ms_fields"] = display.MILLISECOND_FIELDS
     env.filters["iso"] = lambda d: "" if d is None else d.isoformat(timespec="seconds")
     env.globals["ago"] = display.ago
     env.globals["summary"] = display.summary
@@ -113,6 +121,16 @@ def chart(buckets: list[Bucket]) -> tuple[list[Bar], int]:
                         fail_y=round(CHART_H - ok_h - fail_h, 2), fail_h=round(fail_h, 2),
                         label=label))
     return bars, peak
+
+
+def hour_chart(buckets: list[Bucket]) -> tuple[list[Bar], int]:
+    """``chart`` for hourly buckets (labels name the hour)."""
+    bars, peak = chart(buckets)
+    labelled = [Bar(x=b.x, width=b.width, ok_y=b.ok_y, ok_h=b.ok_h, fail_y=b.fail_y,
+                    fail_h=b.fail_h,
+                    label=f"{k.start.strftime('%d %b %H:00')} UTC: {k.succeeded} succeeded, "
+                          f"{k.failed} failed") for b, k in zip(bars, buckets, strict=True)]
+    return labelled, peak
 
 
 class Dashboard:
@@ -196,11 +214,21 @@ class Dashboard:
     async def _overview_context(self) -> dict[str, Any]:
         stats = await self.db(JobTable.stats, self.live_within)
         bars, peak = chart(stats.throughput)
+        hourly = await self.db(JobTable.throughput_by_hour, 24)
+        day_bars, day_peak = hour_chart(hourly)
         return {"stats": stats, "bars": bars, "peak": peak, "chart_w": CHART_W,
-                "chart_h": CHART_H, "page": "overview"}
+                "chart_h": CHART_H, "page": "overview", "day_bars": day_bars,
+                "day_peak": day_peak, "day_total": sum(b.total for b in hourly)}
 
     async def jobs(self, request: Request) -> Response:
-        """The jobs list with filters and pagination."""
+        """The jobs list with filters, pagination and bulk actions."""
+        return await self._jobs(request, "jobs.html")
+
+    async def jobs_partial(self, request: Request) -> Response:
+        """The jobs list's table, for the page's refresh."""
+        return await self._jobs(request, "_jobs_table.html")
+
+    async def _jobs(self, request: Request, template: str) -> Response:
         q = request.query_params
         filters = {"status": q.get("status", ""), "type": q.get("type", "").strip(),
                    "user_id": q.get("user_id", "").strip()}
@@ -211,31 +239,113 @@ class Dashboard:
             if page < 1:
                 raise ConfigError(f"page must be 1 or more, got {page}")
         except ConfigError as exc:
-            return self.render(request, "jobs.html", {
+            return self.render(request, template, {
                 "page": "jobs", "filters": filters, "rows": [], "total": 0, "types": [],
-                "pageno": 1, "pages": 1, "problem": str(exc)}, 400)
-        job_type = filters["type"] or None
+                "pageno": 1, "pages": 1, "problem": str(exc), "flash": None,
+                "query": _query(filters), "page_query": ""}, 400)
+        # The type filter matches the start of the type: "send" finds send_report too.
+        prefix = filters["type"] or None
 
         def load(table: JobTable) -> tuple[list[WorkerJob], int, list[str]]:
-            rows = table.list_jobs(status=status, type=job_type, user_id=user_id,
+            rows = table.list_jobs(status=status, type_prefix=prefix, user_id=user_id,
                                    limit=PER_PAGE, offset=(page - 1) * PER_PAGE)
-            total = table.count_jobs(status=status, type=job_type, user_id=user_id)
+            total = table.count_jobs(status=status, type_prefix=prefix, user_id=user_id)
             return rows, total, table.job_types()
 
         rows, total, types = await self.db(load)
         pages = max(1, -(-total // PER_PAGE))
-        return self.render(request, "jobs.html", {
+        query = _query(filters)
+        return self.render(request, template, {
             "page": "jobs", "filters": filters, "rows": rows, "total": total, "types": types,
             "pageno": page, "pages": pages, "per_page": PER_PAGE, "problem": None,
-            "query": _query(filters)})
+            "query": query, "page_query": _query({**filters, "page": str(page)}),
+            "flash": _bulk_flash(request)})
+
+    async def search(self, request: Request) -> Response:
+        """``/search?q=``: an id (``42`` or ``#42``) opens that job; anything else lists
+        the jobs whose type starts with it."""
+        text = request.query_params.get("q", "").strip()
+        base = str(request.scope.get("root_path") or "")
+        number = text.removeprefix("#").strip()
+        if number.isdigit():
+            return RedirectResponse(f"{base}/jobs/{int(number)}", status_code=303,
+                                    headers=SECURITY_HEADERS)
+        target = f"{base}/jobs" + (f"?{_query({'type': text})}" if text else "")
+        return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
+
+    async def bulk(self, request: Request) -> Response:
+        """POST retry / cancel of the jobs ticked on the list: CSRF-checked, confirmed,
+        then done through ``JobTable.retry_jobs`` / ``cancel_jobs``."""
+        form = await request.form()
+        submitted = form.get(CSRF_FIELD)
+        problem = csrf_problem(request, submitted if isinstance(submitted, str) else None)
+        if problem is not None:
+            return self.error(request, 403, "Action refused", f"Nothing was done: {problem}.")
+        action = str(form.get("action") or "")
+        if action not in BULK_ACTIONS:
+            return self.error(request, 400, "Unknown action",
+                              f"Nothing was done: bulk actions are {', '.join(BULK_ACTIONS)}, "
+                              f"got {action!r}.")
+        raw = [str(v) for v in form.getlist("ids")]
+        bad = [v for v in raw if not v.isdigit()]
+        if bad:
+            return self.error(request, 400, "Bad selection",
+                              f"Nothing was done: job ids are whole numbers, got {bad[0]!r}.")
+        ids = list(dict.fromkeys(int(v) for v in raw))
+        if not ids:
+            return self.error(request, 400, "Nothing selected",
+                              "Nothing was done: tick the jobs to act on first.")
+        if len(ids) > BULK_LIMIT:
+            return self.error(request, 400, "Too many jobs",
+                              f"Nothing was done: at most {BULK_LIMIT} jobs at once, "
+                              f"got {len(ids)}.")
+        # Back to the same list: its filters and page, nothing else.
+        back = urlencode([(k, v) for k, v in parse_qsl(str(form.get("back") or ""))
+                          if k in ("status", "type", "user_id", "page")])
+        if form.get("confirm") != "yes":
+            return self.render(request, "confirm_bulk.html", {
+                "page": "jobs", "action": action, "ids": ids, "back": back})
+        if action == "retry":
+            rows = await self.db(JobTable.retry_jobs, ids)
+        else:
+            rows = await self.db(JobTable.cancel_jobs, ids)
+        base = str(request.scope.get("root_path") or "")
+        done = urlencode({"done": action, "n": len(rows), "of": len(ids)})
+        target = f"{base}/jobs?{back + '&' if back else ''}{done}"
+        return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
+
+    async def workers(self, request: Request) -> Response:
+        """Live workers: id, host, pid, slots, started, last seen, running jobs."""
+        return self.render(request, "workers.html", await self._workers_context())
+
+    async def workers_partial(self, request: Request) -> Response:
+        """The workers table, for the page's refresh."""
+        return self.render(request, "_workers.html", await self._workers_context())
+
+    async def _workers_context(self) -> dict[str, Any]:
+        def load(table: JobTable) -> tuple[list[Any], dict[str, list[WorkerJob]]]:
+            workers = table.live_workers(self.live_within)
+            running: dict[str, list[WorkerJob]] = {}
+            for job in table.list_jobs(status="running", limit=RUNNING_SHOWN):
+                if job.claimed_by is not None and table.is_running(job):
+                    running.setdefault(job.claimed_by, []).append(job)
+            return workers, running
+
+        workers, running = await self.db(load)
+        return {"page": "workers", "workers": workers, "running": running}
 
     async def job(self, request: Request) -> Response:
         """One job: every field, data, result, traceback, chain and actions."""
         job_id = int(request.path_params["job_id"])
         return await self._job_page(request, job_id)
 
+    async def job_partial(self, request: Request) -> Response:
+        """The live part of a job's page, for its refresh until the job has finished."""
+        job_id = int(request.path_params["job_id"])
+        return await self._job_page(request, job_id, template="_job.html")
+
     async def _job_page(self, request: Request, job_id: int, problem: str | None = None,
-                        status: int = 200) -> Response:
+                        status: int = 200, template: str = "job.html") -> Response:
         def load(table: JobTable) -> tuple[WorkerJob | None, list[WorkerJob], bool]:
             job = table.get_job(job_id)
             if job is None:
@@ -253,7 +363,7 @@ class Dashboard:
         flash = FLASH.get(request.query_params.get("flash", ""))
         fields = [(name, value) for name, value in job.to_dict().items()
                   if name not in ("data", "result")]
-        return self.render(request, "job.html", {
+        return self.render(request, template, {
             "page": "jobs", "job": job, "chain": chain, "running": running,
             "result": result, "traceback": traceback, "fields": fields, "flash": flash,
             "problem": problem,
@@ -325,9 +435,20 @@ def _int(text: str, what: str) -> int:
 
 
 def _query(filters: dict[str, str]) -> str:
-    from urllib.parse import urlencode
-
     return urlencode({k: v for k, v in filters.items() if v})
+
+
+def _bulk_flash(request: Request) -> str | None:
+    """The message after a bulk action, from the redirect's query."""
+    q = request.query_params
+    done, n, of = q.get("done"), q.get("n", ""), q.get("of", "")
+    if done not in BULK_ACTIONS or not n.isdigit() or not of.isdigit():
+        return None
+    verb = {"retry": "Retried", "cancel": "Cancelled"}[done]
+    skipped = int(of) - int(n)
+    extra = f"; {skipped} skipped (not {'failed or cancelled' if done == 'retry' else 'pending'})" \
+        if skipped > 0 else ""
+    return f"{verb} {n} of {of} selected job{'s' if int(of) != 1 else ''}{extra}."
 
 
 def create_app(database: str | JobTable | Store | Settings | None = None, *,
@@ -355,7 +476,13 @@ def create_app(database: str | JobTable | Store | Settings | None = None, *,
     routes = [
         Route("/", dashboard.overview, name="overview"),
         Route("/partials/overview", dashboard.overview_partial, name="overview_partial"),
+        Route("/partials/jobs", dashboard.jobs_partial, name="jobs_partial"),
+        Route("/partials/jobs/{job_id:int}", dashboard.job_partial, name="job_partial"),
+        Route("/partials/workers", dashboard.workers_partial, name="workers_partial"),
+        Route("/search", dashboard.search, name="search"),
+        Route("/workers", dashboard.workers, name="workers"),
         Route("/jobs", dashboard.jobs, name="jobs"),
+        Route("/jobs/bulk", dashboard.bulk, methods=["POST"], name="bulk"),
         Route("/jobs/{job_id:int}", dashboard.job, name="job"),
         Route("/jobs/{job_id:int}/{action}", dashboard.action, methods=["POST"], name="action"),
         Route("/cron", dashboard.cron, name="cron"),

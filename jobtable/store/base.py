@@ -684,17 +684,19 @@ class Store(ABC):
 
     def list_jobs(self, *, status: str | None = None, type: str | None = None,
                   user_id: int | None = None, limit: int = 50, offset: int = 0,
-                  before_id: int | None = None) -> list[WorkerJob]:
-        """Jobs, newest first, filtered by status, type and user."""
+                  before_id: int | None = None,
+                  type_prefix: str | None = None) -> list[WorkerJob]:
+        """Jobs, newest first, filtered by status, type (or its start) and user."""
         rows = self.read("list_jobs", status=check_status(status), type=type,
-                         user_id=user_id, before_id=before_id, limit=limit, offset=offset)
+                         type_prefix=type_prefix or None, user_id=user_id,
+                         before_id=before_id, limit=limit, offset=offset)
         return [self.to_job(r) for r in rows]
 
     def count_jobs(self, *, status: str | None = None, type: str | None = None,
-                   user_id: int | None = None) -> int:
+                   user_id: int | None = None, type_prefix: str | None = None) -> int:
         """How many jobs match the filters of ``list_jobs``."""
         rows = self.read("count_jobs", status=check_status(status), type=type,
-                         user_id=user_id)
+                         type_prefix=type_prefix or None, user_id=user_id)
         return int(rows[0]["n"])
 
     def counts(self) -> dict[str, dict[str, int]]:

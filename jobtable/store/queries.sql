@@ -69,9 +69,12 @@ SELECT id, attempts FROM worker_jobs
 WHERE claimed_by = :worker AND finished IS NULL AND started IS NOT NULL
 
 -- name: list_jobs
--- Optional filters are NULL when not given; :status is one of the five statuses.
+-- Optional filters are NULL when not given; :status is one of the five statuses;
+-- :type_prefix matches types that start with it (compared as text, no LIKE patterns).
 SELECT * FROM worker_jobs
 WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)
+  AND (CAST(:type_prefix AS TEXT) IS NULL
+       OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
   AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
   AND (CAST(:before_id AS BIGINT) IS NULL OR id < :before_id)
   AND (CAST(:status AS TEXT) IS NULL
@@ -87,6 +90,8 @@ LIMIT :limit OFFSET :offset
 -- name: count_jobs
 SELECT COUNT(*) AS n FROM worker_jobs
 WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)
+  AND (CAST(:type_prefix AS TEXT) IS NULL
+       OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
   AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
   AND (CAST(:status AS TEXT) IS NULL
        OR (:status = 'pending' AND finished IS NULL AND started IS NULL)

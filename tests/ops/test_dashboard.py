@@ -64,7 +64,7 @@ def test_pages_render_with_the_rows_of_the_table(client: httpx.Client, jt: JobTa
     assert 'data-count="failed">1<' in overview.text
     assert 'data-count="succeeded">1<' in overview.text
     assert "Throughput, last hour" in overview.text
-    assert client.get("/partials/overview").text.count("<svg") == 1
+    assert client.get("/partials/overview").text.count("<svg") == 2  # last hour, 24 hours
     listing = client.get("/jobs", params={"status": "failed"})
     assert re.findall(r'data-job-id="(\d+)"', listing.text) == [str(bad.id)]
     detail = client.get(f"/jobs/{bad.id}")
