@@ -208,7 +208,8 @@ class JobTable:
             raise ConfigError("a timezone goes with a cron schedule; none was given")
         job = self._new_job(config, cron=cron, timezone=timezone)
         cancelled: list[int] = []
-        row = self._ready().schedule([job], cancelled=cancelled)[0]
+        store = self._ready()
+        row = self._traced([job], lambda jobs: store.schedule(jobs, cancelled=cancelled))[0]
         self._wake()
         return ScheduleReport(job=row, cancelled=sorted(cancelled))
 

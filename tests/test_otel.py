@@ -149,3 +149,17 @@ def test_without_the_setting_nothing_of_opentelemetry_is_imported(
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+
+
+
+def test_the_scheduling_that_reports_what_it_cancelled_is_traced_too(
+        db_url: str, tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    jobs = write_jobs(tmp_path / "jobs", JOBS, recorder=False)
+    with open_table(db_url, jobs, otel=True) as jt:
+        first = jt.schedule_job(WorkerJobConfig(type="work"))
+        report = jt.schedule_job_report(WorkerJobConfig(type="work"))  # what the CLI uses
+        assert report.cancelled == [first.id]
+    sends = _named(spans, "send work")
+    assert len(sends) == 2
+    assert (sends[1].attributes or {})["messaging.message.id"] == str(report.job.id)
+    assert report.job.trace_context is not None
