@@ -18,6 +18,7 @@ from jobtable.errors import (
     JobTableError,
     MigrationError,
     UnknownJobTypeError,
+    UnusableConnectionError,
 )
 from jobtable.model import JobParams, JobStatus, WorkerJob, WorkerJobConfig
 from jobtable.settings import Settings, load_settings
@@ -39,6 +40,7 @@ __all__ = [
     "MigrationError",
     "Settings",
     "UnknownJobTypeError",
+    "UnusableConnectionError",
     "Worker",
     "WorkerJob",
     "WorkerJobConfig",

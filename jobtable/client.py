@@ -150,7 +150,8 @@ class JobTable:
         return rules.new_job(valid, utcnow(), cron=cron, timezone=timezone,
                                   declared=declared)
 
-    def schedule_job(self, config: WorkerJobConfig) -> WorkerJob:
+    def schedule_job(self, config: WorkerJobConfig, *,
+                     connection: object | None = None) -> WorkerJob:
         """Schedule a one-off job by rule 2, in one transaction. Returns its row.
 
         What the job matches: pending jobs of its type and user_id (with a
@@ -158,15 +159,25 @@ class JobTable:
         them: ``"replace"`` (default) cancels them, then inserts; ``"keep"`` inserts
         nothing when one exists and returns it, with ``inserted`` False (a new row has
         ``inserted`` True); ``"allow"`` inserts beside them.
-        """
-        return self._schedule([self._new_job(config)])[0]
 
-    def schedule_jobs(self, configs: Sequence[WorkerJobConfig]) -> list[WorkerJob]:
+        ``connection``: the application's own open connection to the same database (a
+        psycopg 3 ``Connection``, an ``sqlite3.Connection``, a SQLAlchemy ``Connection``
+        or ``Session``, Django's ``django.db.connection``). The job is then written in
+        that connection's transaction, which jobtable does not commit: workers see it
+        when the application commits, and never if it rolls back. A connection to
+        another database, closed, or in a failed transaction raises
+        ``UnusableConnectionError`` and writes nothing.
+        """
+        return self._schedule([self._new_job(config)], connection)[0]
+
+    def schedule_jobs(self, configs: Sequence[WorkerJobConfig], *,
+                      connection: object | None = None) -> list[WorkerJob]:
         """Schedule many jobs in one transaction. Every config is checked before anything
         is written; each job's ``on_conflict`` applies against the table and the earlier
         jobs of the batch, as if they had been scheduled one after another (with
-        ``replace``, the last job of a match wins). One row per config, in order."""
-        return self._schedule([self._new_job(c) for c in configs])
+        ``replace``, the last job of a match wins). One row per config, in order.
+        ``connection``: as for ``schedule_job``."""
+        return self._schedule([self._new_job(c) for c in configs], connection)
 
     def schedule_cron_job(self, config: WorkerJobConfig, cron: str,
                           timezone: str | None = None) -> WorkerJob:
@@ -183,9 +194,13 @@ class JobTable:
         store = self._ready()
         return self._traced([job], lambda jobs: [store.ensure_chain(jobs[0])])[0]
 
-    def _schedule(self, jobs: list[NewJob]) -> list[WorkerJob]:
+    def _schedule(self, jobs: list[NewJob], connection: object | None = None
+                  ) -> list[WorkerJob]:
         store = self._ready()
-        rows = self._traced(jobs, store.schedule)
+        if connection is None:
+            rows = self._traced(jobs, store.schedule)
+        else:
+            rows = self._traced(jobs, lambda js: store.schedule_on(connection, js))
         self._wake()
         return rows
 
@@ -219,13 +234,27 @@ class JobTable:
         """``schedule_job_report`` without blocking the event loop."""
         return await asyncio.to_thread(self.schedule_job_report, config, cron, timezone)
 
-    async def schedule_job_async(self, config: WorkerJobConfig) -> WorkerJob:
-        """``schedule_job`` without blocking the event loop."""
-        return await asyncio.to_thread(self.schedule_job, config)
+    async def schedule_job_async(self, config: WorkerJobConfig, *,
+                                 connection: object | None = None) -> WorkerJob:
+        """``schedule_job`` without blocking the event loop. ``connection`` may also be
+        a psycopg ``AsyncConnection`` or a SQLAlchemy ``AsyncConnection`` /
+        ``AsyncSession`` (used on this loop); a synchronous connection is used on the
+        calling thread, its own."""
+        if connection is None:
+            return await asyncio.to_thread(self.schedule_job, config)
+        return (await self.schedule_jobs_async([config], connection=connection))[0]
 
-    async def schedule_jobs_async(self, configs: Sequence[WorkerJobConfig]) -> list[WorkerJob]:
-        """``schedule_jobs`` without blocking the event loop."""
-        return await asyncio.to_thread(self.schedule_jobs, configs)
+    async def schedule_jobs_async(self, configs: Sequence[WorkerJobConfig], *,
+                                  connection: object | None = None) -> list[WorkerJob]:
+        """``schedule_jobs`` without blocking the event loop; ``connection`` as for
+        ``schedule_job_async``."""
+        if connection is None:
+            return await asyncio.to_thread(self.schedule_jobs, configs)
+        jobs = [self._new_job(c) for c in configs]
+        store = await asyncio.to_thread(self._ready)
+        rows = await store.schedule_on_async(connection, jobs)
+        self._wake()
+        return rows
 
     async def schedule_cron_job_async(self, config: WorkerJobConfig, cron: str,
                                       timezone: str | None = None) -> WorkerJob:

@@ -62,3 +62,9 @@ class JobFailed(JobTableError):
     def __init__(self, message: str, kind: str) -> None:
         self.kind = kind
         super().__init__(message)
+
+
+class UnusableConnectionError(JobTableError, ValueError):
+    """A ``connection=`` given to a scheduling call cannot be used: an unsupported type,
+    closed, in a failed transaction, or connected to another database than the
+    ``JobTable``'s. Nothing was written."""

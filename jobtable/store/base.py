@@ -13,12 +13,12 @@ import json
 import re
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from jobtable import rules
 from jobtable.errors import ConfigError
@@ -98,6 +98,40 @@ class Tx(Protocol):
     """A write transaction: run named queries, get rows back as dicts."""
 
     def q(self, name: str, **params: Any) -> list[Row]: ...
+
+
+class AsyncTx(Protocol):
+    """The same on an asyncio connection."""
+
+    async def q(self, name: str, **params: Any) -> list[Row]: ...
+
+
+T = TypeVar("T")
+Steps = Generator[tuple[str, dict[str, Any]], list[Row], T]
+"""A database operation written once for every way of running it: it yields (query
+name, parameters), receives the query's rows and returns its result. ``run_steps``
+runs it on a transaction of the store's or a connection of the application's;
+``run_steps_async`` on an asyncio connection."""
+
+
+def run_steps(tx: Tx, steps: Steps[T]) -> T:
+    """Run ``steps`` on ``tx``."""
+    try:
+        name, params = next(steps)
+        while True:
+            name, params = steps.send(tx.q(name, **params))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def run_steps_async(tx: AsyncTx, steps: Steps[T]) -> T:
+    """Run ``steps`` on an asyncio ``tx``."""
+    try:
+        name, params = next(steps)
+        while True:
+            name, params = steps.send(await tx.q(name, **params))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,37 +266,40 @@ class Store(ABC):
         """A row as the database returned it, as a ``WorkerJob``."""
 
     @abstractmethod
-    def _write(self, tx: Tx, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-               plan: rules.BatchPlan, now: datetime) -> list[Row]:
-        """Rule 2's writes, once per dialect: cancel the pending rows that ``plan`` names
-        (``cancel_ids``) or matches (``matches``), then insert ``jobs`` (those the plan
-        writes), each already cancelled where ``cancelled`` says so; wake idle workers.
-        The caller holds the pair locks. Returns the inserted rows, in order."""
+    def _write(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+               plan: rules.BatchPlan, now: datetime) -> Steps[list[Row]]:
+        """Rule 2's writes, once per dialect, as steps: cancel the pending rows that
+        ``plan`` names (``cancel_ids``) or matches (``matches``), then insert ``jobs``
+        (those the plan writes), each already cancelled where ``cancelled`` says so;
+        wake idle workers. The caller holds the pair locks. Returns the inserted rows,
+        in order."""
 
-    def _pending_rows(self, tx: Tx, pairs: Sequence[tuple[str, int]],
-                      now: datetime) -> list[WorkerJob]:
+    def _pending_rows(self, pairs: Sequence[tuple[str, int]],
+                      now: datetime) -> Steps[list[WorkerJob]]:
         """The pending rows (rule 1) of ``pairs``, oldest first."""
         stale = self.stale_cutoff(now)
-        rows = [self.to_job(r) for t, u in pairs
-                for r in tx.q("unfinished_for_pair", type=t, user_id=u)]
+        rows: list[WorkerJob] = []
+        for t, u in pairs:
+            rows += [self.to_job(r)
+                     for r in (yield "unfinished_for_pair", {"type": t, "user_id": u})]
         return sorted((r for r in rows if rules.is_pending(r, stale)), key=lambda r: r.id)
 
     # Whether this dialect always plans against the table's pending rows (cheap where
     # the database is in-process) rather than letting the database cancel by match.
     plans_with_rows: ClassVar[bool] = False
 
-    def _schedule_in(self, tx: Tx, jobs: Sequence[NewJob], now: datetime) -> list[WorkerJob]:
-        """Rule 2 inside ``tx`` (the caller holds the pair locks): plan the batch with
+    def _schedule_steps(self, jobs: Sequence[NewJob], now: datetime) -> Steps[list[WorkerJob]]:
+        """Rule 2 as steps (the caller holds the pair locks): plan the batch with
         ``rules.plan_batch``, write it, and return one row per job in batch order: the
         inserted row, or for a ``keep`` that found a match, that row (``inserted`` False).
         """
         pending = None
         if self.plans_with_rows or rules.needs_table_rows(jobs):
-            pending = self._pending_rows(tx, pair_order(jobs), now)
+            pending = yield from self._pending_rows(pair_order(jobs), now)
         plan = rules.plan_batch(jobs, pending)
         to_insert = [j for j, ins in zip(jobs, plan.insert, strict=True) if ins]
         flags = [c for c, ins in zip(plan.cancelled, plan.insert, strict=True) if ins]
-        written = iter(self._write(tx, to_insert, flags, plan, now))
+        written = iter((yield from self._write(to_insert, flags, plan, now)))
         out: list[WorkerJob] = []
         for ins, kept in zip(plan.insert, plan.kept, strict=True):
             if ins:
@@ -270,9 +307,31 @@ class Store(ABC):
             elif kept is not None and kept[0] == "batch":
                 out.append(dataclasses.replace(out[kept[1]], inserted=False))
             elif kept is not None:
-                row = tx.q("get_job", id=kept[1])[0]
+                row = (yield "get_job", {"id": kept[1]})[0]
                 out.append(dataclasses.replace(self.to_job(row), inserted=False))
         return out
+
+    def _schedule_in(self, tx: Tx, jobs: Sequence[NewJob], now: datetime) -> list[WorkerJob]:
+        """``_schedule_steps`` run in ``tx``."""
+        return run_steps(tx, self._schedule_steps(jobs, now))
+
+    # -- scheduling on a connection of the application's -------------------------
+
+    @abstractmethod
+    def sql(self, name: str) -> str:
+        """The SQL of a named query of this dialect, for a connection of the
+        application's (``jobtable.store.foreign``); the store runs nothing else."""
+
+    @abstractmethod
+    def _foreign_steps(self, jobs: Sequence[NewJob], now: datetime) -> Steps[list[WorkerJob]]:
+        """Rule 2 as steps on a connection of the application's, inside its
+        transaction: take the pair locks (SQLite: the write lock), then schedule."""
+
+    @abstractmethod
+    def _same_database(self, identity: list[Row]) -> str | None:
+        """None when ``identity`` (the rows of the ``database_identity`` query run on a
+        connection of the application's) names this store's database; else what it
+        names instead, for the error."""
 
     @abstractmethod
     def _lock_pairs(self, tx: Tx, pairs: Sequence[tuple[str, int]]) -> None:
@@ -328,6 +387,21 @@ class Store(ABC):
                     if after and after[0].cancelled and after[0].finished == now:
                         cancelled.append(job_id)
             return scheduled
+
+    def schedule_on(self, connection: object, jobs: Sequence[NewJob]) -> list[WorkerJob]:
+        """``schedule`` inside the transaction of an application's connection (see
+        ``jobtable.store.foreign``): nothing is committed here."""
+        from jobtable.store.foreign import schedule_on
+
+        return schedule_on(self, connection, jobs) if jobs else []
+
+    async def schedule_on_async(self, connection: object,
+                                jobs: Sequence[NewJob]) -> list[WorkerJob]:
+        """``schedule_on`` for an asyncio connection (a synchronous one is used on the
+        calling thread)."""
+        from jobtable.store.foreign import schedule_on_async
+
+        return await schedule_on_async(self, connection, jobs) if jobs else []
 
     def ensure_chain(self, job: NewJob) -> WorkerJob:
         """Make sure exactly one chain of this cron job exists; start one if none does.

@@ -31,6 +31,7 @@ from jobtable.model import JOB_COLUMNS, NewJob, Outcome, WorkerJob
 from jobtable.store.base import (
     DEFAULT_STALE_LIMIT,
     Row,
+    Steps,
     Store,
     TableHealth,
     Wakeups,
@@ -80,6 +81,7 @@ class PostgresStore(Store):
                  min_size: int = 1, max_size: int = 8, connect_timeout: float = 10.0) -> None:
         super().__init__(url, stale_limit=stale_limit)
         self._hb_conn: psycopg.Connection[Row] | None = None
+        self._identity: tuple[Any, ...] | None = None
         self._hb_lock = threading.Lock()
         self.pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False, configure=_configure,
@@ -132,11 +134,15 @@ class PostgresStore(Store):
             return []
         if cancelled is not None or rules.needs_table_rows(jobs):
             return super().schedule(jobs, cancelled=cancelled)
-        now = utcnow()
+        name, params = self._fast_call(jobs, utcnow())
+        return [self.to_job(r) for r in self.read(name, **params)]
+
+    def _fast_call(self, jobs: Sequence[NewJob], now: datetime) -> tuple[str, dict[str, Any]]:
+        """The one server-side call that schedules ``jobs`` (none of them ``keep``)."""
         if len(jobs) == 1:
             j = jobs[0]
-            rows = self.read(
-                "schedule_one", now=now, stale=self.stale_cutoff(now),
+            return "schedule_one", dict(
+                now=now, stale=self.stale_cutoff(now),
                 cancel_result=self.cancel_result(), key=pair_key(j.type, j.user_id),
                 type=j.type, user_id=j.user_id, data=Jsonb(j.data), due=j.due,
                 cron_schedule=j.cron_schedule, cron_timezone=j.cron_timezone,
@@ -148,10 +154,29 @@ class PostgresStore(Store):
                 on_conflict=j.on_conflict, queue=j.queue, priority=j.priority,
                 trace_context=None if j.trace_context is None else Jsonb(j.trace_context),
                 payload=f"{j.due.timestamp():.6f}")
-            return [self.to_job(r) for r in rows]
         plan = rules.plan_batch(jobs, None)
-        rows = self.read("schedule", **self._schedule_params(jobs, plan.cancelled, plan, now))
-        return [self.to_job(r) for r in rows]
+        return "schedule", self._schedule_params(jobs, plan.cancelled, plan, now)
+
+    # -- scheduling on a connection of the application's -------------------------
+
+    def sql(self, name: str) -> str:
+        return query(_QUERIES, name, "postgres")
+
+    def _foreign_steps(self, jobs: Sequence[NewJob], now: datetime) -> Steps[list[WorkerJob]]:
+        if not rules.needs_table_rows(jobs):
+            name, params = self._fast_call(jobs, now)
+            return [self.to_job(r) for r in (yield name, params)]
+        yield "lock_pairs", {"keys": [pair_key(t, u) for t, u in pair_order(jobs)]}
+        return (yield from self._schedule_steps(jobs, now))
+
+    def _same_database(self, identity: list[Row]) -> str | None:
+        theirs = _identity(identity)
+        if self._identity is None or theirs != self._identity:
+            # Read ours again: the server may have restarted since it was read.
+            self._identity = _identity(self.read("database_identity"))
+        if theirs == self._identity:
+            return None
+        return f"PostgreSQL database {theirs[0]!r} of a server started at {theirs[2]}"
 
     @contextmanager
     def statement(self) -> Iterator[_PgTx]:
@@ -200,17 +225,23 @@ class PostgresStore(Store):
         return Jsonb(value)
 
     def to_job(self, row: Row) -> WorkerJob:
-        return WorkerJob(**{k: row[k] for k in JOB_COLUMNS})
+        # Timestamps in UTC whatever the session's time zone (a connection of the
+        # application's may have its own).
+        values: dict[str, Any] = {k: row[k] for k in JOB_COLUMNS}
+        for k, v in values.items():
+            if isinstance(v, datetime):
+                values[k] = v.astimezone(UTC)
+        return WorkerJob(**values)
 
     def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
         if pairs:
             tx.q("lock_pairs", keys=[pair_key(t, u) for t, u in pairs])
 
-    def _write(self, tx: Any, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-               plan: rules.BatchPlan, now: datetime) -> list[Row]:
+    def _write(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+               plan: rules.BatchPlan, now: datetime) -> Steps[list[Row]]:
         """The server-side ``jobtable_schedule()`` (the caller's pair locks are taken
         again, which PostgreSQL allows within one transaction)."""
-        rows: list[Row] = tx.q("schedule", **self._schedule_params(jobs, cancelled, plan, now))
+        rows = yield "schedule", self._schedule_params(jobs, cancelled, plan, now)
         return rows
 
     def _schedule_params(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
@@ -311,6 +342,11 @@ class _ListenWakeups(Wakeups):
                 self.listening = False
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 10.0)
+
+
+def _identity(rows: list[Row]) -> tuple[Any, ...]:
+    row = rows[0]
+    return (row["name"], row["oid"], row["started"])
 
 
 def _safe(url: str) -> str:

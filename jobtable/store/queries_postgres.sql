@@ -8,6 +8,14 @@
 -- batches never deadlock each other.
 SELECT pg_advisory_xact_lock(k) FROM unnest(:keys::bigint[]) AS k
 
+-- name: database_identity
+-- Which database a connection of the application's reaches, to refuse another one: its
+-- name and oid, and when its server started (which tells two servers apart however
+-- each is addressed).
+SELECT current_database() AS name,
+       (SELECT oid FROM pg_database WHERE datname = current_database()) AS oid,
+       pg_postmaster_start_time() AS started
+
 -- name: claim
 -- The hot path, every unlimited type: see jobtable_claim() in the migrations.
 SELECT * FROM jobtable_claim(:worker, :limit, :now, :stale, :max_attempts,

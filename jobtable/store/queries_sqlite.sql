@@ -2,6 +2,15 @@
 -- BEGIN IMMEDIATE, so a claim needs no SKIP LOCKED — no other writer can see the
 -- rows between the SELECT and the UPDATE.
 
+-- name: take_write_lock
+-- Takes the write lock inside a transaction of the application's (it changes nothing):
+-- rule 2's plan and writes then run under it, as under BEGIN IMMEDIATE.
+UPDATE worker_jobs SET id = id WHERE 0
+
+-- name: database_identity
+-- Which file a connection of the application's has open, to refuse another database.
+PRAGMA database_list
+
 -- name: insert
 INSERT INTO worker_jobs (
     type, user_id, data, due, cron_schedule, cron_timezone, auto_reschedule_on_failure,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -26,6 +27,7 @@ from jobtable.model import NewJob, Outcome, WorkerJob
 from jobtable.store.base import (
     DEFAULT_STALE_LIMIT,
     Row,
+    Steps,
     Store,
     TableHealth,
     Wakeups,
@@ -195,18 +197,18 @@ class SqliteStore(Store):
 
     plans_with_rows = True  # reading the pair's pending rows is an in-process call
 
-    def _write(self, tx: Any, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-               plan: rules.BatchPlan, now: datetime) -> list[Row]:
+    def _write(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+               plan: rules.BatchPlan, now: datetime) -> Steps[list[Row]]:
         result = self.cancel_result()
         t = self._t(now)
         stale = self._t(self.stale_cutoff(now))
         for job_id in plan.cancel_ids:
-            tx.q("cancel_by_id", id=job_id, now=t, stale=stale, result=result)
+            yield "cancel_by_id", {"id": job_id, "now": t, "stale": stale, "result": result}
         rows = []
         for job, gone in zip(jobs, cancelled, strict=True):
             keep = not gone
-            rows.extend(tx.q(
-                "insert", type=job.type, user_id=job.user_id, data=json.dumps(job.data),
+            rows.extend((yield "insert", dict(
+                type=job.type, user_id=job.user_id, data=json.dumps(job.data),
                 due=self._t(job.due), cron_schedule=job.cron_schedule,
                 cron_timezone=job.cron_timezone,
                 auto_reschedule_on_failure=job.auto_reschedule_on_failure,
@@ -219,7 +221,7 @@ class SqliteStore(Store):
                 max_backoff=job.max_backoff_ms, unique_key=job.unique_key,
                 on_conflict=job.on_conflict, queue=job.queue, priority=job.priority,
                 trace_context=None if job.trace_context is None
-                else json.dumps(job.trace_context), now=t))
+                else json.dumps(job.trace_context), now=t)))
         return rows
 
     def _types_param(self, types: Sequence[str]) -> Any:
@@ -227,6 +229,24 @@ class SqliteStore(Store):
 
     def _ids_param(self, ids: Sequence[int]) -> Any:
         return json.dumps(list(ids))
+
+    def sql(self, name: str) -> str:
+        return query(_QUERIES, name, "sqlite")
+
+    def _foreign_steps(self, jobs: Sequence[NewJob], now: datetime) -> Steps[list[WorkerJob]]:
+        # The write lock first: the pending rows must not change between the plan and
+        # its writes (the store's own transactions get it from BEGIN IMMEDIATE).
+        yield "take_write_lock", {}
+        return (yield from self._schedule_steps(jobs, now))
+
+    def _same_database(self, identity: list[Row]) -> str | None:
+        main = next((r["file"] for r in identity if r["name"] == "main"), "")
+        try:
+            if main and os.path.samefile(main, self.path):
+                return None
+        except OSError:
+            pass
+        return f"SQLite file {main or '(in memory)'!r}"
 
     def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> set[int]:
         written = set()
