@@ -379,6 +379,11 @@ class Dashboard:
         return self.render(request, "cron.html",
                            {"page": "cron", "chains": chains, "flash": flash})
 
+    async def cron_partial(self, request: Request) -> Response:
+        """The cron chains' table, for the page's refresh."""
+        chains = await self.db(JobTable.cron_chains)
+        return self.render(request, "_cron.html", {"page": "cron", "chains": chains})
+
     async def action(self, request: Request) -> Response:
         """POST cancel / retry / run-now: CSRF-checked, confirmed, then done."""
         job_id = int(request.path_params["job_id"])
@@ -479,6 +484,7 @@ def create_app(database: str | JobTable | Store | Settings | None = None, *,
         Route("/partials/jobs", dashboard.jobs_partial, name="jobs_partial"),
         Route("/partials/jobs/{job_id:int}", dashboard.job_partial, name="job_partial"),
         Route("/partials/workers", dashboard.workers_partial, name="workers_partial"),
+        Route("/partials/cron", dashboard.cron_partial, name="cron_partial"),
         Route("/search", dashboard.search, name="search"),
         Route("/workers", dashboard.workers, name="workers"),
         Route("/jobs", dashboard.jobs, name="jobs"),

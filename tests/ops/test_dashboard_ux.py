@@ -10,7 +10,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from jobtable import JobTable
+from jobtable import JobTable, WorkerJobConfig
 from jobtable.dashboard import create_app
 from jobtable.errors import ConfigError
 from jobtable.model import Outcome
@@ -121,6 +121,11 @@ def test_live_fragments_and_the_workers_page(client: httpx.Client, jt: JobTable)
     assert 'data-refresh="' not in client.get(f"/jobs/{job.id}").text
     assert ids_in(client.get("/partials/jobs").text) == [job.id]
     assert "idle" in client.get("/partials/workers").text
+    chain = jt.schedule_cron_job(WorkerJobConfig(type="sync_prices", user_id=2),
+                                 "0 0 * * * *")
+    assert 'data-refresh="/partials/cron"' in client.get("/cron").text
+    cron = client.get("/partials/cron").text
+    assert f"#{chain.id}" in cron and "<html" not in cron
 
 
 def test_the_24_hour_chart_counts_per_hour(client: httpx.Client, jt: JobTable) -> None:
