@@ -340,7 +340,7 @@ class JobTable:
         return Stats(now=now, by_status=by_status, by_type=by_type,
                      oldest_pending_due=store.oldest_pending_due(now), throughput=buckets,
                      workers=workers, slots=sum(w.concurrency for w in workers),
-                     table=store.table_health())
+                     table=store.table_health(), estimated=store.history_sample() < 100)
 
     def throughput_by_hour(self, hours: int = 24) -> list[Bucket]:
         """Succeeded and failed jobs per hour over the last ``hours`` (the current hour

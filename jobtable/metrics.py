@@ -35,7 +35,9 @@ class TableCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Query the table and yield every metric family."""
         table = self._table()
-        jobs = GaugeMetricFamily("jobtable_jobs", "Rows of worker_jobs by type and status.",
+        jobs = GaugeMetricFamily("jobtable_jobs", "Rows of worker_jobs by type and status "
+                                 "(finished statuses estimated from a sample on a large "
+                                 "PostgreSQL table).",
                                  labels=["type", "status"])
         for job_type, counts in sorted(table.counts_by_type().items()):
             for status in STATUSES:

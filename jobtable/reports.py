@@ -44,6 +44,9 @@ class Stats:
     workers: list[WorkerInfo]
     slots: int = field(default=0)
     table: TableHealth | None = field(default=None)
+    #: True when the finished statuses and the throughput were estimated from a sample
+    #: of a large table (PostgreSQL); pending and running are always exact.
+    estimated: bool = field(default=False)
 
     @property
     def queue_lag(self) -> timedelta:
@@ -78,6 +81,7 @@ class Stats:
             "workers": [{"id": w.id, "host": w.host, "pid": w.pid,
                          "concurrency": w.concurrency, "started": w.started.isoformat(),
                          "last_seen": w.last_seen.isoformat()} for w in self.workers],
+            "estimated": self.estimated,
             "table": None if self.table is None else {
                 "live": self.table.live, "dead": self.table.dead,
                 "dead_ratio": round(self.table.dead_ratio, 3),

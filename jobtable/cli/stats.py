@@ -52,6 +52,10 @@ def stats_view(s: Stats, queues: list[QueueInfo] | None = None) -> RenderableTyp
     for job_type, counts in sorted(s.by_type.items()):
         by_type.add_row(Text(job_type), *(str(counts.get(st, 0) or "") for st in STATUSES))
     parts: list[RenderableType] = [head, facts]
+    if s.estimated:
+        parts.insert(1, Text("succeeded, failed, cancelled and throughput are estimated from "
+                             "a sample of the table (pending and running are exact)",
+                             style="dim"))
     if s.by_type:
         parts.append(by_type)
     if queues:

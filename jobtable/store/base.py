@@ -45,6 +45,11 @@ def check_status(status: str | None, allowed: Sequence[str] = STATUSES) -> str |
     return status
 
 
+def _scaled(n: Any, pct: float) -> int:
+    """A count from a sample of ``pct`` percent of the table, scaled to the whole."""
+    return int(n or 0) if pct >= 100 else round(int(n or 0) * 100.0 / pct)
+
+
 def _purge_flags(statuses: Sequence[str]) -> dict[str, bool]:
     if not statuses:
         raise ConfigError(f"purge needs at least one status: {', '.join(FINISHED_STATUSES)}")
@@ -773,11 +778,22 @@ class Store(ABC):
                          type_prefix=type_prefix or None, user_id=user_id)
         return int(rows[0]["n"])
 
+    def history_sample(self) -> float:
+        """The percentage of the table's pages that the history figures read (finished
+        counts, throughput, run times, retries, rescues): 100 means exact. A dialect
+        that can sample (PostgreSQL) reads a fixed number of pages of a large table and
+        scales up, so these figures cost the same whatever the history's size."""
+        return 100.0
+
     def counts(self) -> dict[str, dict[str, int]]:
-        """{type: {status: count}} over the whole table."""
+        """{type: {status: count}}: pending and running exact, finished statuses over the
+        whole table (estimated from a sample when ``history_sample()`` is below 100)."""
+        pct = self.history_sample()
         out: dict[str, dict[str, int]] = {}
-        for r in self.read("count_by_status"):
+        for r in self.read("count_active"):
             out.setdefault(r["type"], {})[r["status"]] = int(r["n"])
+        for r in self.read("count_finished", pct=pct):
+            out.setdefault(r["type"], {})[r["status"]] = _scaled(r["n"], pct)
         return out
 
     def retry_candidates(self, *, status: str, type: str | None = None,
@@ -810,8 +826,10 @@ class Store(ABC):
     def throughput(self, since: datetime, until: datetime) -> dict[datetime, tuple[int, int]]:
         """{minute: (succeeded, failed)} of jobs finished in [since, until)."""
         out = {}
-        for r in self.read("throughput", since=self._t(since), until=self._t(until)):
-            out[self._minute(r["minute"])] = (int(r["succeeded"] or 0), int(r["failed"] or 0))
+        pct = self.history_sample()
+        for r in self.read("throughput", since=self._t(since), until=self._t(until), pct=pct):
+            out[self._minute(r["minute"])] = (_scaled(r["succeeded"], pct),
+                                              _scaled(r["failed"], pct))
         return out
 
     def oldest_pending_due(self, now: datetime) -> datetime | None:
@@ -828,17 +846,21 @@ class Store(ABC):
             raise ConfigError(f"run-time histograms have {RUNTIME_BOUNDS} buckets, "
                               f"got {len(bounds)}")
         params = {f"b{i}": float(b) for i, b in enumerate(bounds)}
-        return [(str(r["type"]), int(r["n"]), float(r["total"] or 0.0),
-                 [int(r[f"b{i}"] or 0) for i in range(len(bounds))])
-                for r in self.read("runtimes", since=self._t(since), **params)]
+        pct = self.history_sample()
+        return [(str(r["type"]), _scaled(r["n"], pct),
+                 float(r["total"] or 0.0) * 100.0 / pct,
+                 [_scaled(r[f"b{i}"], pct) for i in range(len(bounds))])
+                for r in self.read("runtimes", since=self._t(since), pct=pct, **params)]
 
     def retries_by_type(self) -> dict[str, int]:
         """Rows in the table that retry a failed row, per type."""
-        return {r["type"]: int(r["n"]) for r in self.read("retries_by_type")}
+        pct = self.history_sample()
+        return {r["type"]: _scaled(r["n"], pct) for r in self.read("retries_by_type", pct=pct)}
 
     def rescued_by_type(self) -> dict[str, int]:
         """Rows in the table claimed more than once, per type."""
-        return {r["type"]: int(r["n"]) for r in self.read("rescued_by_type")}
+        pct = self.history_sample()
+        return {r["type"]: _scaled(r["n"], pct) for r in self.read("rescued_by_type", pct=pct)}
 
     def job_types(self) -> list[str]:
         """Every type that has rows in the table."""

@@ -46,19 +46,24 @@ SELECT * FROM worker_jobs
 WHERE declared = TRUE AND finished IS NULL AND user_id = 0
 ORDER BY id
 
--- name: count_by_status
-SELECT type,
-       CASE
-         WHEN finished IS NULL AND started IS NULL THEN 'pending'
-         WHEN finished IS NULL THEN 'running'
-         WHEN cancelled = TRUE THEN 'cancelled'
-         WHEN success = TRUE THEN 'succeeded'
-         ELSE 'failed'
-       END AS status,
+-- name: count_active
+-- Pending and running rows per type: the few unfinished rows, exact.
+SELECT type, CASE WHEN started IS NULL THEN 'pending' ELSE 'running' END AS status,
        COUNT(*) AS n
 FROM worker_jobs
+WHERE finished IS NULL
 GROUP BY 1, 2
-ORDER BY 1, 2
+
+-- name: count_finished
+-- Finished rows per type and status (SQLite counts them all; PostgreSQL samples).
+SELECT type,
+       CASE WHEN cancelled = TRUE THEN 'cancelled'
+            WHEN success = TRUE THEN 'succeeded'
+            ELSE 'failed' END AS status,
+       COUNT(*) AS n
+FROM worker_jobs
+WHERE finished IS NOT NULL
+GROUP BY 1, 2
 
 -- name: oldest_pending_due
 SELECT MIN(due) AS due FROM worker_jobs
@@ -152,7 +157,13 @@ GROUP BY c.type
 SELECT type, COUNT(*) AS n FROM worker_jobs WHERE attempts > 1 GROUP BY type
 
 -- name: job_types
-SELECT DISTINCT type FROM worker_jobs ORDER BY type
+-- One index probe per type on (type, id), however many rows each type has.
+WITH RECURSIVE t(type) AS (
+    SELECT MIN(type) FROM worker_jobs
+    UNION ALL
+    SELECT (SELECT MIN(w.type) FROM worker_jobs AS w WHERE w.type > t.type)
+    FROM t WHERE t.type IS NOT NULL)
+SELECT type FROM t WHERE type IS NOT NULL ORDER BY type
 
 -- name: applied_migrations
 SELECT version, name FROM jobtable_migrations ORDER BY version

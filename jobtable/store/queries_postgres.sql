@@ -121,11 +121,13 @@ SELECT * FROM jobtable_schedule(
     :queues, :priorities, :trace_contexts, :payload)
 
 -- name: throughput
+-- The history figures read :pct percent of the table's pages (100: all; see
+-- Store.history_sample) and the store scales their counts up.
 -- Succeeded and failed jobs per minute (cancellations not counted).
 SELECT date_trunc('minute', finished) AS minute,
        SUM(CASE WHEN success = TRUE THEN 1 ELSE 0 END) AS succeeded,
        SUM(CASE WHEN success = FALSE THEN 1 ELSE 0 END) AS failed
-FROM worker_jobs
+FROM worker_jobs TABLESAMPLE SYSTEM (CAST(:pct AS real))
 WHERE finished >= :since AND finished < :until AND cancelled = FALSE
 GROUP BY 1
 
@@ -147,10 +149,43 @@ SELECT type, COUNT(*) AS n, SUM(d) AS total,
        SUM(CASE WHEN d <= :b12 THEN 1 ELSE 0 END) AS b12,
        SUM(CASE WHEN d <= :b13 THEN 1 ELSE 0 END) AS b13
 FROM (SELECT type, EXTRACT(EPOCH FROM (finished - started)) AS d
-      FROM worker_jobs
+      FROM worker_jobs TABLESAMPLE SYSTEM (CAST(:pct AS real))
       WHERE finished >= :since AND started IS NOT NULL AND cancelled = FALSE) AS r
 GROUP BY type
 ORDER BY type
+
+-- name: count_active
+-- num_nulls(finished) = 1: served by worker_jobs_pending_match, a walk of the
+-- unfinished rows only, whatever the statistics say (see migration 0009).
+SELECT type, CASE WHEN started IS NULL THEN 'pending' ELSE 'running' END AS status,
+       COUNT(*) AS n
+FROM worker_jobs
+WHERE num_nulls(finished) = 1
+GROUP BY 1, 2
+
+-- name: count_finished
+SELECT type,
+       CASE WHEN cancelled = TRUE THEN 'cancelled'
+            WHEN success = TRUE THEN 'succeeded'
+            ELSE 'failed' END AS status,
+       COUNT(*) AS n
+FROM worker_jobs TABLESAMPLE SYSTEM (CAST(:pct AS real))
+WHERE finished IS NOT NULL
+GROUP BY 1, 2
+
+-- name: retries_by_type
+SELECT c.type AS type, COUNT(*) AS n
+FROM worker_jobs AS c TABLESAMPLE SYSTEM (CAST(:pct AS real))
+JOIN worker_jobs AS p ON c.rescheduled_from_job = p.id
+WHERE p.success = FALSE AND p.cancelled = FALSE
+GROUP BY c.type
+
+-- name: rescued_by_type
+SELECT type, COUNT(*) AS n FROM worker_jobs TABLESAMPLE SYSTEM (CAST(:pct AS real))
+WHERE attempts > 1 GROUP BY type
+
+-- name: table_pages
+SELECT pg_relation_size('worker_jobs') / current_setting('block_size')::integer AS pages
 
 -- name: migrations_table_exists
 SELECT to_regclass('jobtable_migrations') IS NOT NULL AS present

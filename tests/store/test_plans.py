@@ -134,3 +134,30 @@ def test_table_health_and_vacuum(store: Any) -> None:
     if store.dialect == "postgres":
         after = store.table_health()
         assert after.last_vacuum is not None and after.live == 310
+
+
+def test_statistics_read_a_sample_of_the_history_and_the_active_rows_exactly(
+        stale: tuple[PostgresStore, list[dict[str, Any]]]) -> None:
+    store, plans = stale
+    store.sample_pages = 50
+    pct = store.history_sample()
+    assert pct < 100
+    now = utcnow()
+    counts = store.counts()["noop"]
+    store.throughput(now - timedelta(hours=1), now + timedelta(minutes=1))
+    runtimes = store.runtimes(now - timedelta(hours=1), [0.1] * 14)
+    store.retries_by_type()
+    store.rescued_by_type()
+    store.oldest_pending_due(now)
+    assert store.job_types() == ["noop"]
+    store.table_health()
+    assert counts["pending"] == BACKLOG                       # exact
+    assert 0.6 * HISTORY < counts["succeeded"] < 1.4 * HISTORY  # estimated
+    assert runtimes and 0.6 * HISTORY < runtimes[0][1] < 1.4 * HISTORY
+    scans = [n for p in plans for n in _nodes(p["Plan"])
+             if n.get("Relation Name") == "worker_jobs"]
+    assert scans
+    assert not [n for n in scans if n["Node Type"] == "Seq Scan"], [
+        p["Query Text"] for p in plans
+        if any(n.get("Relation Name") == "worker_jobs" and n["Node Type"] == "Seq Scan"
+               for n in _nodes(p["Plan"]))]
