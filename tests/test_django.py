@@ -48,7 +48,9 @@ def _project(root: Path, db_url: str) -> Path:
         BASE_DIR = Path(__file__).resolve().parent.parent
         SECRET_KEY = "not secret"
         INSTALLED_APPS = ["jobtable.contrib.django"]
-        DATABASES = {{"default": {database!r}}}
+        DATABASES = {{"default": {database!r},
+                      "other": {{"ENGINE": "django.db.backends.sqlite3",
+                                 "NAME": str(BASE_DIR / "other.sqlite3")}}}}
         USE_TZ = True
         SITE_NAME = "example"
         JOBTABLE = {{"JOBS": BASE_DIR / "jobs", "poll_interval": 0.05}}
@@ -99,23 +101,33 @@ def test_a_job_scheduled_in_a_rolled_back_transaction_is_not_written(
 
         try:
             with transaction.atomic():
-                schedule_job(WorkerJobConfig(type="send_report", user_id=1,
-                                             data={"to": "rolled back"}))
+                row = schedule_job(WorkerJobConfig(type="send_report", user_id=1,
+                                                   data={"to": "rolled back"}))
+                # Written on Django's connection, in its transaction: unseen outside it.
+                assert row is not None and row.id
+                assert get_jobtable().get_job(row.id) is None
                 raise RuntimeError("the view failed")
         except RuntimeError:
             pass
         with transaction.atomic():
-            schedule_job(WorkerJobConfig(type="send_report", user_id=2,
-                                         data={"to": "committed"}))
+            row = schedule_job(WorkerJobConfig(type="send_report", user_id=2,
+                                               data={"to": "committed"}))
+            assert row is not None
         row = schedule_job(WorkerJobConfig(type="send_report", user_id=3, data={"to": "now"}))
         assert row is not None and row.id
+        # A transaction of another database: the job is scheduled when it commits.
+        with transaction.atomic(using="other"):
+            assert schedule_job(WorkerJobConfig(type="send_report", user_id=4,
+                                                data={"to": "on commit"}), using="other") is None
+            assert get_jobtable().list_jobs(user_id=4) == []
+        assert len(get_jobtable().list_jobs(user_id=4)) == 1
         jt = get_jobtable()
         assert jt.settings.database.startswith(("sqlite:///", "postgresql://"))
         print(json.dumps(sorted(j.data["to"] for j in jt.list_jobs())))
     """)
     done = _manage(project, "shell", "-c", script)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["committed", "now"]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["committed", "now", "on commit"]
 
 
 def test_database_urls_from_django_databases() -> None:

@@ -74,7 +74,7 @@ def _configured() -> tuple[dict[str, Any], bool]:
     if not isinstance(given, Mapping):
         raise ConfigError(f"settings.JOBTABLE must be a dict, got {type(given).__name__}")
     values = {str(k).lower().replace("-", "_"): v for k, v in given.items()}
-    alias = values.pop("database_alias", "default")
+    alias = str(values.pop("database_alias", "default"))
     own = values.get("database") is None
     if own:
         if alias not in settings.DATABASES:
@@ -125,21 +125,33 @@ def get_jobtable() -> JobTable:
 
 def schedule_job(config: WorkerJobConfig, *, using: str | None = None) -> WorkerJob | None:
     """Schedule ``config`` as part of the current Django transaction of database ``using``
-    (default: the jobtable database's alias): a transaction rolled back writes no job.
+    (default: ``JOBTABLE['DATABASE_ALIAS']``, else ``default``): a transaction that rolls
+    back writes no job, and workers see the job only once it commits.
 
-    Outside ``transaction.atomic()`` the job is scheduled at once. Inside one, the job is
-    scheduled when the transaction commits (``transaction.on_commit``), and None is
-    returned; nothing is scheduled if it rolls back.
+    Outside ``transaction.atomic()`` the job is scheduled at once. Inside one, when the
+    queue lives in that database (no ``JOBTABLE['DATABASE']`` of its own), the row is
+    written on Django's connection, in its transaction (``JobTable.schedule_job(...,
+    connection=)``: SQLite, or PostgreSQL through psycopg 3), and returned; when the
+    queue is in another database, the job is scheduled when the transaction commits
+    (``transaction.on_commit``) and None is returned.
     """
-    from django.conf import settings
     from django.db import connections, transaction
 
     table = get_jobtable()
-    given = getattr(settings, "JOBTABLE", None) or {}
-    alias = using or {str(k).lower(): v for k, v in given.items()}.get(
-        "database_alias", "default")
+    own = _configured()[1]
+    alias = using or _alias()
     connection = connections[alias]
     if not connection.in_atomic_block:
         return table.schedule_job(config)
+    if own and alias == _alias():
+        return table.schedule_job(config, connection=connection)
     transaction.on_commit(lambda: table.schedule_job(config), using=alias)
     return None
+
+
+def _alias() -> str:
+    """The Django database alias the queue is taken from."""
+    from django.conf import settings
+
+    given = getattr(settings, "JOBTABLE", None) or {}
+    return str({str(k).lower(): v for k, v in given.items()}.get("database_alias", "default"))
