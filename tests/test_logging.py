@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import open_table, run_burst, run_cli, subprocess_env, worker_command, write_jobs
+from helpers import (
+    open_table,
+    run_burst,
+    run_cli,
+    subprocess_env,
+    wait_until,
+    worker_command,
+    write_jobs,
+)
 
 from jobtable import WorkerJobConfig
 from jobtable.errors import ConfigError
@@ -125,3 +134,37 @@ def test_the_json_formatter_outside_and_inside_a_job() -> None:
     assert (entry["job_id"], entry["job_type"]) == (7, "send_report")
     assert entry["exception"].endswith("ValueError: bad")
     assert entry["time"].endswith("+00:00")
+
+
+def test_the_dashboard_logs_json_too(db_url: str, jobs: Path, tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    import httpx
+
+    with open_table(db_url, jobs) as jt:
+        jt.migrate()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobtable", "dashboard", "--port", str(port), "--database",
+         db_url, "--jobs", str(jobs), "--log-level", "INFO", "--log-format", "json"],
+        env=subprocess_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        def answers() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(answers, 30, "the dashboard to answer")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    lines = [line for line in err.splitlines()
+             if line.strip() and not line.startswith("jobtable dashboard for ")]
+    entries = _json_lines("\n".join(lines))
+    assert any(e["logger"].startswith("uvicorn") and "running on" in e["message"].lower()
+               for e in entries), err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from jobtable.cli.options import (
@@ -62,7 +64,7 @@ def dashboard_command(database: str | None, jobs: str | None, host: str, port: i
             "set a token (--token or JOBTABLE_DASHBOARD_TOKEN) or basic auth (--user and "
             "--password, or JOBTABLE_DASHBOARD_USER and JOBTABLE_DASHBOARD_PASSWORD), or keep "
             "the default --host 127.0.0.1")
-    setup_logging(log_level or "WARNING", log_format)
+    chosen = setup_logging(log_level or "WARNING", log_format)
     settings = load_settings(database=database, jobs=jobs)
     with checked_table(settings):  # fail now, clearly, if the database is unreachable
         pass
@@ -72,8 +74,10 @@ def dashboard_command(database: str | None, jobs: str | None, host: str, port: i
     url = f"http://{shown}:{port}/"
     click.echo(f"jobtable dashboard for {_redact(settings.database)} on {url}"
                + ("?token=…" if token else ""), err=True)
+    # With JSON logs, uvicorn's own records go through the same JSON handler.
+    config: dict[str, Any] | None = None if chosen == "json" else uvicorn.config.LOGGING_CONFIG
     uvicorn.run(app, host=host, port=port, log_level=(log_level or "warning").lower(),
-                access_log=False, server_header=False)
+                access_log=False, server_header=False, log_config=config)
 
 
 def _redact(url: str) -> str:

@@ -21,19 +21,22 @@ from jobtable.settings import Settings, load_settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def setup_logging(level: str | None, log_format: str | None = None) -> None:
+def setup_logging(level: str | None, log_format: str | None = None) -> str:
     """Configure standard logging for the command line (``JOBTABLE_LOG_LEVEL``;
-    ``--log-format``, ``JOBTABLE_LOG_FORMAT`` or ``[tool.jobtable] log_format``)."""
+    ``--log-format``, ``JOBTABLE_LOG_FORMAT`` or ``[tool.jobtable] log_format``).
+    Returns the log format in use."""
     name = (level or os.environ.get("JOBTABLE_LOG_LEVEL")
             or os.environ.get("WORKER_LOG_LEVEL") or "INFO").upper()
     if name not in logging.getLevelNamesMapping():
         raise click.BadParameter(
             f"unknown log level {name!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    logs.configure(name, load_settings(log_format=log_format).log_format, sys.stderr)
+    chosen = load_settings(log_format=log_format).log_format
+    logs.configure(name, chosen, sys.stderr)
     logging.getLogger("jobtable").setLevel(name)
     if name != "DEBUG":
         # The worker reports an outage once; the pool would log every reconnect attempt.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+    return chosen
 
 
 def database_options(fn: F) -> F:
