@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,7 +35,7 @@ from jobtable.routing import QueueInfo, is_paused
 from jobtable.settings import Settings, load_settings
 from jobtable.store import Store, open_store
 from jobtable.store.base import STATUSES, WorkerInfo
-from jobtable.timeutil import parse_duration, utcnow
+from jobtable.timeutil import parse_duration, to_timedelta, utcnow
 
 PURGE_BATCH = 1000
 RETRY_BATCH = 200
@@ -260,6 +261,67 @@ class JobTable:
                                       timezone: str | None = None) -> WorkerJob:
         """``schedule_cron_job`` without blocking the event loop."""
         return await asyncio.to_thread(self.schedule_cron_job, config, cron, timezone)
+
+    # -- waiting for a result -------------------------------------------------------
+
+    def wait_for(self, job_id: int, timeout: timedelta | float | None = None, *,
+                 follow_retries: bool = False) -> WorkerJob:
+        """Wait until job ``job_id`` has finished and return its finished row.
+
+        Returns as soon as the row is finished (succeeded, failed or cancelled): woken
+        by the worker's notice on PostgreSQL (``LISTEN``), by a watch of the file on
+        SQLite, and by a check every second whatever happens. ``timeout`` (a
+        ``timedelta`` or seconds; None: no limit) ends the wait with ``TimeoutError``.
+        ``follow_retries``: when the row failed and a retry row follows it
+        (auto-reschedule), wait for that one instead, to the end of the chain.
+        ``JobNotFoundError`` when there is no such job.
+        """
+        return self._wait_for(job_id, timeout, follow_retries, None)
+
+    def _wait_for(self, job_id: int, timeout: timedelta | float | None,
+                  follow_retries: bool, stop: threading.Event | None) -> WorkerJob:
+        limit = to_timedelta(timeout, "timeout")
+        store = self._ready()
+        deadline = None if limit is None else time.monotonic() + limit.total_seconds()
+        with store.finish_watch() as watch:
+            current = job_id
+            while True:
+                job = self.require_job(current)
+                if job.finished is not None:
+                    retry = self._retry_of(job) if follow_retries else None
+                    if retry is None:
+                        return job
+                    current = retry.id
+                    continue
+                left = 1.0 if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"job {current} did not finish within {limit}; it is "
+                        f"{job.status.value}" + ("" if current == job_id
+                                                 else f" (a retry of job {job_id})"))
+                if stop is not None and stop.is_set():
+                    raise asyncio.CancelledError
+                watch.wait(current, min(left, 1.0))
+
+    def _retry_of(self, job: WorkerJob) -> WorkerJob | None:
+        """The retry row that follows a failed ``job``, if any (not a cron chain's next
+        run: a retry counts ``retry_count`` up)."""
+        if job.success or job.cancelled:
+            return None
+        retries = [c for c in self._ready().children(job.id)
+                   if c.retry_count > job.retry_count]
+        return retries[-1] if retries else None
+
+    async def wait_for_async(self, job_id: int, timeout: timedelta | float | None = None, *,
+                             follow_retries: bool = False) -> WorkerJob:
+        """``wait_for`` without blocking the event loop (cancelling the task also ends
+        the waiting thread, within a second)."""
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._wait_for, job_id, timeout, follow_retries,
+                                           stop)
+        finally:
+            stop.set()
 
     # -- inspecting -------------------------------------------------------------
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
+from datetime import timedelta
 
 import click
 
 from jobtable.cli.options import database_options, friendly_errors, open_table
-from jobtable.model import WorkerJobConfig
+from jobtable.client import JobTable
+from jobtable.model import WorkerJob, WorkerJobConfig
 from jobtable.timeutil import parse_due, parse_duration
 from jobtable.validation import read_job_data
+
+WAIT_TIMEOUT_EXIT = 124
+"""The exit status of ``jobtable schedule --wait`` when ``--timeout`` passed first (as
+GNU ``timeout`` does; 1 is a failed job, 2 a usage error)."""
 
 
 @click.command("schedule")
@@ -45,13 +52,21 @@ from jobtable.validation import read_job_data
 @click.option("--priority", type=int,
               help="Lower runs first, negative allowed [default: the job module's "
                    "PRIORITY, else 0].")
-@click.option("--json", "as_json", is_flag=True, help="Print the new row as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the new row as JSON (with --wait: the finished row).")
+@click.option("--wait", is_flag=True,
+              help="Wait until the job (and its retries) finished, print its result and "
+                   "exit 0 when it succeeded, 1 when it failed or was cancelled, "
+                   f"{WAIT_TIMEOUT_EXIT} when --timeout passed first.")
+@click.option("--timeout", metavar="DURATION",
+              help="With --wait: how long to wait (e.g. 30s, 5m) [default: no limit].")
 @friendly_errors
 def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int,
              data: str | None, data_file: str | None, due: str | None, cron: str | None,
              timezone: str | None, retry: bool | None, retry_delay: str | None,
              remove_delay: str | None, unique_key: str | None, on_conflict: str | None,
-             queue: str | None, priority: int | None, as_json: bool) -> None:
+             queue: str | None, priority: int | None, as_json: bool, wait: bool,
+             timeout: str | None) -> None:
     """Schedule a job of JOB_TYPE (cancelling matching pending jobs first, unless
     --on-conflict says otherwise)."""
     payload = read_job_data(data, data_file)
@@ -65,9 +80,36 @@ def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int
         queue=queue, priority=priority)
     if timezone and not cron:
         raise click.UsageError("--timezone goes with --cron")
+    if timeout and not wait:
+        raise click.UsageError("--timeout goes with --wait")
+    if wait and cron:
+        raise click.UsageError("--wait cannot wait for a cron chain, which never finishes")
+    limit = parse_duration(timeout, "--timeout") if timeout else None
     with open_table(database, jobs) as jt:
         report = jt.schedule_job_report(config, cron or None, timezone or None)
-    job = report.job
+        # With --wait --json, standard output is the finished row alone.
+        _tell(report.job, report.cancelled, cron, as_json and not wait, quiet=as_json and wait)
+        if wait:
+            _wait(jt, report.job.id, limit, as_json)
+
+
+def _wait(jt: JobTable, job_id: int, limit: timedelta | None, as_json: bool) -> None:
+    try:
+        done = jt.wait_for(job_id, limit, follow_retries=True)
+    except TimeoutError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(WAIT_TIMEOUT_EXIT)
+    if as_json:
+        click.echo(json.dumps(done.to_dict()))
+    else:
+        click.echo(f"job {done.id} {done.status.value}: " + json.dumps(done.result))
+    sys.exit(0 if done.success else 1)
+
+
+def _tell(job: WorkerJob, cancelled: list[int], cron: str | None, as_json: bool,
+          quiet: bool) -> None:
+    if quiet:
+        return
     if as_json:
         click.echo(json.dumps(job.to_dict()))
     elif not job.inserted:
@@ -78,7 +120,7 @@ def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int
                    f"{job.due.isoformat()}" + (f", cron {job.cron_schedule}" if cron else "")
                    + (f", queue {job.queue}" if job.queue != "default" else "")
                    + (f", priority {job.priority}" if job.priority else ""))
-    if report.cancelled:
+    if cancelled:
         # On standard error with --json, so that standard output stays one JSON object.
-        click.echo(f"cancelled {len(report.cancelled)} pending job(s) of this type and user: "
-                   + ", ".join(f"#{i}" for i in report.cancelled), err=as_json)
+        click.echo(f"cancelled {len(cancelled)} pending job(s) of this type and user: "
+                   + ", ".join(f"#{i}" for i in cancelled), err=as_json)

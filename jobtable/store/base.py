@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import socket
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Sequence
 from contextlib import AbstractContextManager
@@ -217,6 +218,28 @@ class Wakeups:
 
     async def _watch(self) -> None:
         return
+
+
+class FinishWatch:
+    """Tells a waiter (``JobTable.wait_for``) that a job may have finished.
+
+    ``wait(job_id, seconds)`` returns when a sign arrives that ``job_id`` may have
+    finished, or after ``seconds``; the caller then reads the row. This base has no
+    signs and only sleeps (polling). Close it (or use it as a context manager).
+    """
+
+    def wait(self, job_id: int, seconds: float) -> None:
+        """Block until a sign for ``job_id`` or ``seconds`` have passed."""
+        time.sleep(max(0.0, seconds))
+
+    def close(self) -> None:
+        """Release what it watches with."""
+
+    def __enter__(self) -> FinishWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Store(ABC):
@@ -452,6 +475,8 @@ class Store(ABC):
             tx.q("cancel_by_id", id=job_id, now=self._t(now),
                  stale=self._t(self.stale_cutoff(now)), result=self._json({"error": reason}))
             after = self.to_job(tx.q("get_job", id=job_id)[0])
+            if after.cancelled:
+                self._notify_finished(tx, [job_id])
         return after.cancelled
 
     # -- the worker's side ---------------------------------------------------
@@ -574,7 +599,9 @@ class Store(ABC):
         follow = [o for o in outcomes if o.follow_up is not None]
         if not follow:
             with self.statement() as tx:
-                return self._finish(tx, outcomes, utcnow())
+                written = self._finish(tx, outcomes, utcnow())
+                self._notify_finished(tx, sorted(written))
+                return written
         with self.transaction() as tx:
             now = utcnow()
             # Locks first, then the outcomes: a scheduler of the same pair waits for the
@@ -585,6 +612,7 @@ class Store(ABC):
                     if o.job.id in written and o.follow_up is not None]
             if jobs:
                 self._schedule_in(tx, jobs, now)
+            self._notify_finished(tx, sorted(written))
         return written
 
     def release_claim(self, job_id: int, token: int) -> bool:
@@ -888,6 +916,20 @@ class Store(ABC):
     def cancel_result(self) -> Any:
         """The ``result`` of a job cancelled by a newer one."""
         return self._json({"error": CANCELLED_MESSAGE})
+
+    # -- waiting for a job to finish ---------------------------------------------------
+
+    def finish_watch(self) -> FinishWatch:
+        """A watch for finished jobs (``JobTable.wait_for``); open it before the first
+        read of the row, so that no sign is missed in between."""
+        return FinishWatch()
+
+    def _notify_finished(self, tx: Tx, job_ids: Sequence[int]) -> None:  # noqa: B027
+        """Signal waiters that ``job_ids`` finished (when ``tx`` commits)."""
+
+    def children(self, job_id: int) -> list[WorkerJob]:
+        """The rows that follow ``job_id`` (its retries, its cron chain's next run)."""
+        return [self.to_job(r) for r in self.read("children", id=job_id)]
 
     # -- worker support: wake-ups and driver errors ---------------------------------
     # The worker uses only these, so that it never imports a driver or asks which

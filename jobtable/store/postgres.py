@@ -13,6 +13,7 @@ import random
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from jobtable.errors import DatabaseUnavailableError
 from jobtable.model import JOB_COLUMNS, NewJob, Outcome, WorkerJob
 from jobtable.store.base import (
     DEFAULT_STALE_LIMIT,
+    FinishWatch,
     Row,
     Steps,
     Store,
@@ -46,6 +48,7 @@ _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 # Pages of worker_jobs the history figures read on a large table (about 8 MB).
 SAMPLE_PAGES = 1000
 CHANNEL = "jobtable"  # the NOTIFY channel, also named in the SQL that notifies
+FINISHED_CHANNEL = "jobtable_finished"  # finished job ids, for JobTable.wait_for
 _log = logging.getLogger("jobtable.worker")  # wake-ups are the worker's concern
 
 
@@ -208,6 +211,17 @@ class PostgresStore(Store):
         """``LISTEN`` on a connection of its own; reconnects with backoff when lost."""
         return _ListenWakeups(event, self.url)
 
+    def finish_watch(self) -> FinishWatch:
+        """``LISTEN`` for finished jobs on a connection of its own."""
+        return _ListenFinish(self.url)
+
+    def _notify_finished(self, tx: Any, job_ids: Sequence[int]) -> None:
+        if not job_ids:
+            return
+        payload = ",".join(map(str, job_ids))
+        # NOTIFY payloads are limited to 8000 bytes: a longer batch says "look".
+        tx.q("notify_finished", payload=payload if len(payload) < 7900 else "*")
+
     @classmethod
     def is_transient(cls, exc: BaseException) -> bool:
         """A lost connection, a pool timeout, a serialisation failure or a deadlock."""
@@ -326,6 +340,38 @@ class PostgresStore(Store):
         # and cannot be prepared.
         with self.pool.connection() as conn:
             conn.execute(query(_QUERIES, "vacuum", "postgres"))
+
+
+class _ListenFinish(FinishWatch):
+    """Waits for ``NOTIFY jobtable_finished`` naming a job (or ``*``: a batch too long to
+    name); without a connection it only sleeps."""
+
+    def __init__(self, url: str) -> None:
+        self.conn: psycopg.Connection[Any] | None = None
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self.conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+        except psycopg.Error:
+            self.close()
+
+    def wait(self, job_id: int, seconds: float) -> None:
+        if self.conn is None:
+            super().wait(job_id, seconds)
+            return
+        wanted = str(job_id)
+        deadline = time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                for note in self.conn.notifies(timeout=left, stop_after=1):
+                    if note.payload == "*" or wanted in note.payload.split(","):
+                        return
+        except psycopg.Error:
+            self.close()  # the caller reads the row, then polls
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 class _ListenWakeups(Wakeups):

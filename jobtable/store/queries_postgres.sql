@@ -8,6 +8,10 @@
 -- batches never deadlock each other.
 SELECT pg_advisory_xact_lock(k) FROM unnest(:keys::bigint[]) AS k
 
+-- name: notify_finished
+-- Tells waiters (JobTable.wait_for) which jobs finished: ids separated by commas, or *.
+SELECT pg_notify('jobtable_finished', :payload)
+
 -- name: database_identity
 -- Which database a connection of the application's reaches, to refuse another one: its
 -- name and oid, and when its server started (which tells two servers apart however

@@ -26,6 +26,7 @@ from jobtable.errors import DatabaseUnavailableError
 from jobtable.model import NewJob, Outcome, WorkerJob
 from jobtable.store.base import (
     DEFAULT_STALE_LIMIT,
+    FinishWatch,
     Row,
     Steps,
     Store,
@@ -131,6 +132,10 @@ class SqliteStore(Store):
             self._conn.close()
 
     # -- worker support: wake-ups and driver errors ---------------------------------
+
+    def finish_watch(self) -> FinishWatch:
+        """Watches ``PRAGMA data_version``: any commit by another connection."""
+        return _DataVersionFinish(self.path)
 
     def wakeups(self, event: asyncio.Event) -> Wakeups:
         """Sets ``event`` when another process commits to this database file."""
@@ -265,6 +270,33 @@ class SqliteStore(Store):
             "now": self._t(now), "failed_before": self._t(failed_before), "keep": keep_id,
             "batch": batch})
         return int(cur.rowcount)
+
+
+class _DataVersionFinish(FinishWatch):
+    """Returns when another connection commits to the file (``PRAGMA data_version``
+    changes), checked every 20 ms."""
+
+    def __init__(self, path: str) -> None:
+        self.conn = sqlite3.connect(path, check_same_thread=False)
+        self.last = self._version()
+
+    def _version(self) -> int | None:
+        try:
+            return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+    def wait(self, job_id: int, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            version = self._version()
+            if version != self.last:
+                self.last = version
+                return
+            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class _DataVersionWakeups(Wakeups):
