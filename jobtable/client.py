@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from jobtable import rules
 from jobtable.cron import parse_cron
@@ -171,14 +171,33 @@ class JobTable:
         """
         return self._schedule([self._new_job(config)], connection)[0]
 
+    @overload
     def schedule_jobs(self, configs: Sequence[WorkerJobConfig], *,
-                      connection: object | None = None) -> list[WorkerJob]:
+                      connection: object | None = None,
+                      return_rows: Literal[True] = True) -> list[WorkerJob]: ...
+
+    @overload
+    def schedule_jobs(self, configs: Sequence[WorkerJobConfig], *,
+                      connection: object | None = None,
+                      return_rows: Literal[False]) -> list[int]: ...
+
+    def schedule_jobs(self, configs: Sequence[WorkerJobConfig], *,
+                      connection: object | None = None,
+                      return_rows: bool = True) -> list[WorkerJob] | list[int]:
         """Schedule many jobs in one transaction. Every config is checked before anything
         is written; each job's ``on_conflict`` applies against the table and the earlier
         jobs of the batch, as if they had been scheduled one after another (with
         ``replace``, the last job of a match wins). One row per config, in order.
-        ``connection``: as for ``schedule_job``."""
-        return self._schedule([self._new_job(c) for c in configs], connection)
+        ``connection``: as for ``schedule_job``. ``return_rows=False`` returns only the
+        ids (a kept job: the id of the row it kept), which spares reading every new row
+        back: the faster choice for large batches."""
+        jobs = [self._new_job(c) for c in configs]
+        if return_rows or connection is not None or self.settings.otel:
+            rows = self._schedule(jobs, connection)
+            return rows if return_rows else [r.id for r in rows]
+        ids = self._ready().schedule_ids(jobs)
+        self._wake()
+        return ids
 
     def schedule_cron_job(self, config: WorkerJobConfig, cron: str,
                           timezone: str | None = None) -> WorkerJob:

@@ -192,33 +192,40 @@ def plan_batch(jobs: Sequence[NewJob], pending: Sequence[WorkerJob] | None) -> B
     """
     if pending is None and needs_table_rows(jobs):
         raise ValueError("a batch with on_conflict='keep' needs the table's pending rows")
-    # Live candidates: (origin, ref, type, user_id, unique_key, is_cron)
-    live: list[tuple[str, int, str, int, str | None, bool]] = [
-        ("row", r.id, r.type, r.user_id, r.unique_key, r.cron_schedule is not None)
-        for r in (pending or [])]
+    # Live candidates per (type, user_id), oldest first: (origin, ref, type, user_id,
+    # unique_key, is_cron). Only a job's own pair can match it, so a batch of n jobs of
+    # n pairs costs O(n), not O(n^2).
+    live: dict[tuple[str, int], list[tuple[str, int, str, int, str | None, bool]]] = {}
+    for r in pending or []:
+        live.setdefault((r.type, r.user_id), []).append(
+            ("row", r.id, r.type, r.user_id, r.unique_key, r.cron_schedule is not None))
     insert = [True] * len(jobs)
     cancelled = [False] * len(jobs)
     kept: list[tuple[str, int] | None] = [None] * len(jobs)
     cancel_ids: list[int] = []
     matches: list[Match] = []
+    seen: set[Match] = set()
     for i, job in enumerate(jobs):
+        pair = live.setdefault((job.type, job.user_id), [])
         match = match_of(job)
         if match is not None:
-            hits = [c for c in live if match.hits(*c[2:])]
+            hits = [c for c in pair if match.hits(*c[2:])]
             if job.on_conflict == "keep" and hits:
                 insert[i] = False
                 kept[i] = (hits[0][0], hits[0][1])
                 continue
             if job.on_conflict == "replace":
-                if pending is None and match not in matches:
+                if pending is None and match not in seen:
+                    seen.add(match)
                     matches.append(match)
+                if hits:
+                    pair[:] = [c for c in pair if c not in hits]
                 for hit in hits:
-                    live.remove(hit)
                     if hit[0] == "row":
                         cancel_ids.append(hit[1])
                     else:
                         cancelled[hit[1]] = True
-        live.append(("batch", i, job.type, job.user_id, job.unique_key,
+        pair.append(("batch", i, job.type, job.user_id, job.unique_key,
                      job.cron_schedule is not None))
     return BatchPlan(insert=insert, cancelled=cancelled, kept=kept,
                      cancel_ids=cancel_ids, matches=matches)

@@ -416,6 +416,10 @@ class Store(ABC):
                         cancelled.append(job_id)
             return scheduled
 
+    def schedule_ids(self, jobs: Sequence[NewJob]) -> list[int]:
+        """``schedule``, returning only the ids, in order."""
+        return [j.id for j in self.schedule(jobs)]
+
     def schedule_on(self, connection: object, jobs: Sequence[NewJob]) -> list[WorkerJob]:
         """``schedule`` inside the transaction of an application's connection (see
         ``jobtable.store.foreign``): nothing is committed here."""

@@ -161,3 +161,23 @@ def test_statistics_read_a_sample_of_the_history_and_the_active_rows_exactly(
         p["Query Text"] for p in plans
         if any(n.get("Relation Name") == "worker_jobs" and n["Node Type"] == "Seq Scan"
                for n in _nodes(p["Plan"]))]
+
+
+def _config_job(user_id: int, **kw: Any) -> Any:
+    return rules.new_job(WorkerJobConfig(type="noop", user_id=user_id, **kw).validated({}),
+                         utcnow())
+
+
+def test_schedule_ids_keeps_rule_2_and_returns_ids_in_order(store: Any) -> None:
+    first = store.schedule_ids([_config_job(1)])                 # one job
+    assert len(first) == 1 and isinstance(first[0], int)
+    ids = store.schedule_ids([_config_job(1), _config_job(2), _config_job(1)])
+    assert len(ids) == 3 and ids == sorted(ids) and first[0] < ids[0]
+    rows = {i: store.get_job(i) for i in [*first, *ids]}
+    # The earlier pending row of user 1 and the batch's first job of user 1 are
+    # cancelled; the last of the pair wins.
+    assert rows[first[0]].cancelled and rows[ids[0]].cancelled
+    assert rows[ids[1]].finished is None and rows[ids[2]].finished is None
+    kept = store.schedule_ids([_config_job(2, on_conflict="keep")])
+    assert kept == [ids[1]]
+    assert store.count_jobs(status="pending") == 2
