@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ FLASH = {
     "run-now": "The job is due now; the next free worker will run it.",
 }
 RUNNING_SHOWN = 1000  # running jobs listed on the workers page, at most
+DAY_CHART_TTL = 60.0  # seconds the 24-hour chart is reused before it is read again
 T = TypeVar("T")
 
 
@@ -152,6 +154,17 @@ class Dashboard:
         self.live_within = live_within or self.settings.rescue_after
         self.refresh_ms = int(refresh_seconds * 1000)
         self.templates = Jinja2Templates(env=_environment())
+        self._day: tuple[float, list[Bucket]] | None = None
+
+    async def _hourly(self) -> list[Bucket]:
+        """The 24-hour chart's buckets, read at most once a minute: it reads a day of
+        finished rows, and the overview refreshes every few seconds."""
+        cached = self._day
+        if cached is not None and time.monotonic() - cached[0] < DAY_CHART_TTL:
+            return cached[1]
+        hourly = await self.db(JobTable.throughput_by_hour, 24)
+        self._day = (time.monotonic(), hourly)
+        return hourly
 
     def table(self) -> JobTable:
         """The ``JobTable``, opened (and its database checked) on first use."""
@@ -214,7 +227,7 @@ class Dashboard:
     async def _overview_context(self) -> dict[str, Any]:
         stats = await self.db(JobTable.stats, self.live_within)
         bars, peak = chart(stats.throughput)
-        hourly = await self.db(JobTable.throughput_by_hour, 24)
+        hourly = await self._hourly()
         day_bars, day_peak = hour_chart(hourly)
         return {"stats": stats, "bars": bars, "peak": peak, "chart_w": CHART_W,
                 "chart_h": CHART_H, "page": "overview", "day_bars": day_bars,
