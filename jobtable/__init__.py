@@ -20,15 +20,19 @@ from jobtable.errors import (
     UnknownJobTypeError,
     UnusableConnectionError,
 )
-from jobtable.model import JobParams, JobStatus, WorkerJob, WorkerJobConfig
+from jobtable.model import UNSET, Ending, JobParams, JobStatus, WorkerJob, WorkerJobConfig
 from jobtable.settings import Settings, load_settings
+from jobtable.signals import Discard, Retry, Snooze
 from jobtable.worker import Worker, run_worker
 
 __all__ = [
+    "UNSET",
     "ActionRefusedError",
     "ConfigError",
     "CronSchedule",
     "DatabaseUnavailableError",
+    "Discard",
+    "Ending",
     "InvalidCronError",
     "InvalidDataError",
     "InvalidJobError",
@@ -38,7 +42,9 @@ __all__ = [
     "JobTable",
     "JobTableError",
     "MigrationError",
+    "Retry",
     "Settings",
+    "Snooze",
     "UnknownJobTypeError",
     "UnusableConnectionError",
     "Worker",

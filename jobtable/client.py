@@ -143,7 +143,9 @@ class JobTable:
         if not isinstance(config, WorkerJobConfig):
             raise InvalidJobError(
                 f"expected a WorkerJobConfig, got {type(config).__name__}")
-        valid = config.validated(self.registry.defaults(config.type))
+        valid = config.validated(self.registry.defaults(config.type), {
+            "max_retries": self.settings.max_retries,
+            "max_backoff": self.settings.max_backoff})
         if valid.type in self.registry:
             self.registry.check_data(valid.type, valid.data)
         elif self.strict and valid.type not in self.known_types:
@@ -464,23 +466,34 @@ class JobTable:
     # -- acting on jobs -----------------------------------------------------------
 
     def cancel_job(self, job_id: int) -> WorkerJob:
-        """Cancel a pending job; returns the cancelled row.
+        """Cancel a pending or running job; returns its row.
 
-        ``JobNotFoundError`` when there is no such job; ``ActionRefusedError`` when it is
-        not pending (a running job cannot be stopped from outside: it finishes, or fails
-        at its timeout).
+        A pending job is cancelled at once (the row returned is cancelled). For a running
+        job the request is recorded (``cancel_requested``, for this claim only) and the
+        worker running it stops it within about a second: an ``async def run`` gets
+        ``asyncio.CancelledError``, a plain ``def run`` sees ``params.cancelled`` set, an
+        isolated run's process is terminated. The row returned is still running; it ends
+        cancelled (no retry; a cron chain goes on at its next occurrence), even if the
+        job finishes before its worker hears of the request.
+
+        ``JobNotFoundError`` when there is no such job; ``ActionRefusedError`` when it
+        already finished (too late: it keeps its outcome).
         """
         store = self._ready()
-        job = self.require_job(job_id)
-        refusal = rules.cancel_refusal(job, store.stale_cutoff(utcnow()))
-        if refusal is not None:
-            raise ActionRefusedError(refusal)
-        if not store.cancel_job(job_id, rules.CANCELLED_BY_USER):
-            latest = self.require_job(job_id)
-            raise ActionRefusedError(
-                f"job {job_id} is {latest.status.value} now, no longer pending; nothing "
-                "cancelled")
-        return self.require_job(job_id)
+        for _ in range(3):  # the row may move between pending and running meanwhile
+            job = self.require_job(job_id)
+            refusal = rules.cancel_refusal(job)
+            if refusal is not None:
+                raise ActionRefusedError(refusal)
+            if rules.is_running(job, store.stale_cutoff(utcnow())):
+                if store.request_cancel(job_id, job.attempts):
+                    return self.require_job(job_id)
+            elif store.cancel_job(job_id, rules.CANCELLED_BY_USER):
+                return self.require_job(job_id)
+        latest = self.require_job(job_id)
+        raise ActionRefusedError(rules.cancel_refusal(latest) or (
+            f"job {job_id} is {latest.status.value} and kept changing; nothing cancelled, "
+            "try again"))
 
     def retry_job(self, job_id: int) -> WorkerJob:
         """Schedule a failed or cancelled job again, due now; returns the new row.

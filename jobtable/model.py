@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 from jobtable.errors import InvalidDataError, InvalidJobError
 from jobtable.timeutil import require_aware, to_timedelta
@@ -24,6 +25,8 @@ DEFAULT_REMOVE_DELAY = timedelta(hours=1)
 DEFAULT_RETRY_DELAY = timedelta(seconds=0)
 CANCELLED_MESSAGE = "Job cancelled due to new job being created"
 DEFAULT_MAX_BACKOFF_MS = 3_600_000
+DEFAULT_MAX_RETRIES = 25
+BACKOFF_MODES = ("constant", "exponential")
 DEFAULT_QUEUE = "default"
 MAX_UNIQUE_KEY_LENGTH = 255
 MAX_QUEUE_NAME_LENGTH = 100
@@ -65,6 +68,40 @@ def check_unique_key(value: Any, what: str = "unique_key") -> str | None:
     if unstorable_text(value):
         raise InvalidJobError(f"{what} holds {unstorable_text(value)}")
     return value
+
+
+class Unset(Enum):
+    """The type of ``UNSET``: a policy not given, as opposed to ``None`` (which for
+    ``max_retries`` means unlimited)."""
+
+    UNSET = "unset"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+"""``WorkerJobConfig.max_retries`` left out: the module's ``MAX_RETRIES``, else the
+``max_retries`` setting (default 25)."""
+
+
+def check_max_retries(value: Any, what: str = "max_retries") -> int | None:
+    """None (unlimited) or an integer of at least 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise InvalidJobError(
+            f"{what} must be None (unlimited) or an integer of at least 0 (how many retry "
+            f"rows a failing job may produce), got {value!r}")
+    return value
+
+
+def check_backoff(value: Any, what: str = "backoff") -> Backoff:
+    """``constant`` (default) or ``exponential``."""
+    if value not in BACKOFF_MODES:
+        raise InvalidJobError(
+            f"{what} must be 'constant' or 'exponential', got {value!r}")
+    return value  # type: ignore[no-any-return]
 
 
 def check_on_conflict(value: Any, what: str = "on_conflict") -> OnConflict:
@@ -195,6 +232,13 @@ class WorkerJobConfig:
     pending jobs: ``"replace"`` them (default), ``"keep"`` the existing one, or
     ``"allow"`` both. ``QUEUE``, ``PRIORITY`` and ``ON_CONFLICT`` in the job's module
     set defaults for these.
+
+    ``max_retries`` bounds the retry rows a failing job may produce in its chain
+    (``None``: unlimited; left out: the module's ``MAX_RETRIES``, else the
+    ``max_retries`` setting, 25). ``backoff`` is ``"constant"`` (each retry after the
+    delay) or ``"exponential"`` (the n-th retry after delay * 2^(n-1), ±10 % jitter,
+    at most ``max_backoff``, default the ``max_backoff`` setting, 1 hour);
+    ``BACKOFF`` and ``MAX_BACKOFF`` in the module set defaults.
     """
 
     type: str
@@ -208,13 +252,18 @@ class WorkerJobConfig:
     priority: int | None = None
     unique_key: str | None = None
     on_conflict: OnConflict | None = None
+    max_retries: int | Unset | None = UNSET
+    backoff: Backoff | None = None
+    max_backoff: timedelta | float | None = None
 
-    def validated(self, defaults: Mapping[str, Any] | None = None) -> ValidConfig:
+    def validated(self, defaults: Mapping[str, Any] | None = None,
+                  settings: Mapping[str, Any] | None = None) -> ValidConfig:
         """Check every field and return the normalised form; raises ``InvalidJobError``.
 
         ``defaults`` (field name to value; see ``Registry.defaults``) fill the policies
         left at ``None``; a default is checked like a given value and named by its
-        module setting when it is wrong.
+        module setting when it is wrong. ``settings`` (``max_retries``,
+        ``max_backoff``) fill what neither the config nor the module gives.
         """
         if not isinstance(self.type, str) or not self.type.isidentifier():
             raise InvalidJobError(
@@ -237,6 +286,8 @@ class WorkerJobConfig:
             value = getattr(self, name)
             if value is None and defaults and defaults.get(name) is not None:
                 return defaults[name], f"{name.upper()} of job type {self.type!r}"
+            if value is None and settings and settings.get(name) is not None:
+                return settings[name], f"the {name} setting"
             return value, name
 
         retry_value, retry_what = policy("auto_reschedule_on_failure_delay")
@@ -255,6 +306,27 @@ class WorkerJobConfig:
         on_conflict, conflict_what = policy("on_conflict")
         on_conflict = check_on_conflict(
             "replace" if on_conflict is None else on_conflict, conflict_what)
+        if self.max_retries is not UNSET:
+            max_retries = check_max_retries(self.max_retries)
+        elif defaults and "max_retries" in defaults:
+            max_retries = check_max_retries(defaults["max_retries"],
+                                            f"MAX_RETRIES of job type {self.type!r}")
+        elif settings and "max_retries" in settings:
+            max_retries = check_max_retries(settings["max_retries"], "the max_retries setting")
+        else:
+            max_retries = DEFAULT_MAX_RETRIES
+        backoff, backoff_what = policy("backoff")
+        backoff = check_backoff("constant" if backoff is None else backoff, backoff_what)
+        cap_value, cap_what = policy("max_backoff")
+        max_backoff = to_timedelta(cap_value, cap_what)
+        if max_backoff is None:
+            max_backoff = timedelta(milliseconds=DEFAULT_MAX_BACKOFF_MS)
+        delay = retry_delay or DEFAULT_RETRY_DELAY
+        if backoff == "exponential" and max_backoff < delay:
+            raise InvalidJobError(
+                f"{cap_what} ({max_backoff.total_seconds():g}s) must not be below "
+                f"{retry_what} ({delay.total_seconds():g}s): exponential backoff starts at "
+                "the delay and grows up to max_backoff")
         return ValidConfig(
             type=self.type,
             user_id=self.user_id,
@@ -267,6 +339,9 @@ class WorkerJobConfig:
             priority=priority,
             unique_key=check_unique_key(self.unique_key),
             on_conflict=on_conflict,
+            max_retries=max_retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
         )
 
 
@@ -285,6 +360,9 @@ class ValidConfig:
     priority: int = 0
     unique_key: str | None = None
     on_conflict: OnConflict = "replace"
+    max_retries: int | None = DEFAULT_MAX_RETRIES
+    backoff: Backoff = "constant"
+    max_backoff: timedelta = timedelta(milliseconds=DEFAULT_MAX_BACKOFF_MS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,14 +476,47 @@ JOB_COLUMNS = tuple(name for name in WorkerJob.__dataclass_fields__ if name != "
 """The columns of ``worker_jobs`` that ``WorkerJob`` carries, in order."""
 
 
+class Ending(StrEnum):
+    """How a run ended, as the worker decided it (for hooks, logs and tests).
+
+    A failure is ``retrying`` (a retry row follows), ``exhausted`` (a retry was due
+    but ``max_retries`` is used up), ``discarded`` (the job raised ``Discard``) or
+    ``failed`` (no retry asked for). ``cancelled``: cancelled by request while running;
+    ``snoozed``: the job raised ``Snooze`` and its row is pending again.
+    """
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    EXHAUSTED = "exhausted"
+    DISCARDED = "discarded"
+    CANCELLED = "cancelled"
+    SNOOZED = "snoozed"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a claimed job ended, and the row that follows it (a retry or the next cron run)."""
+    """How a claimed job ended, and the row that follows it (a retry or the next cron run).
+
+    ``cancelled`` finishes the row as cancelled; ``snooze_until`` makes it pending again,
+    due then, instead of finishing it. A row whose cancel was requested while it ran
+    ends cancelled whatever the outcome said (the store checks as it writes).
+    """
 
     job: WorkerJob
     success: bool
     result: JSON
     follow_up: NewJob | None = None
+    ending: Ending | None = None
+    cancelled: bool = False
+    snooze_until: datetime | None = None
+
+    @property
+    def kind(self) -> Ending:
+        """``ending``, or ``succeeded`` / ``failed`` from ``success`` when not given."""
+        if self.ending is not None:
+            return self.ending
+        return Ending.SUCCEEDED if self.success else Ending.FAILED
 
 
 @dataclass(slots=True)
@@ -416,6 +527,10 @@ class JobParams(Generic[AppT]):
     log: logging.Logger
     job: WorkerJob
     jobtable: JobTable = field(repr=False)
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set when someone cancels this job while it runs (``JobTable.cancel_job``). A plain
+    ``def run`` should check it and return early; an ``async def run`` is cancelled
+    (``asyncio.CancelledError``) instead."""
 
     @property
     def data(self) -> dict[str, Any]:

@@ -38,7 +38,10 @@ log = logging.getLogger("jobtable.registry")
 #: The ``WorkerJobConfig`` fields a job module may give a default for, each by a
 #: module-level setting of the same name in capitals (``REMOVE_DELAY = 60``).
 MODULE_DEFAULTS = ("auto_reschedule_on_failure", "auto_reschedule_on_failure_delay",
-                   "remove_delay", "queue", "priority", "on_conflict")
+                   "remove_delay", "queue", "priority", "on_conflict", "max_retries",
+                   "backoff", "max_backoff")
+# Module settings for which None is a value (MAX_RETRIES = None: unlimited), not "unset".
+_NONE_IS_A_VALUE = ("max_retries",)
 _STAND_IN_PREFIX = "jobtable_user_jobs_"  # a jobs folder that cannot load by its own name
 
 
@@ -157,7 +160,8 @@ class Registry:
         if jt is None or jt.module is None:
             return {}
         return {field: value for field in MODULE_DEFAULTS
-                if (value := getattr(jt.module, field.upper(), None)) is not None}
+                if (value := getattr(jt.module, field.upper(), None)) is not None
+                or (field in _NONE_IS_A_VALUE and hasattr(jt.module, field.upper()))}
 
     def limits(self) -> list[TypeLimits]:
         """The flow limits of every loadable job type that declares any."""

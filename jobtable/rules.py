@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from jobtable.cron import parse_cron
-from jobtable.model import JobStatus, NewJob, Outcome, ValidConfig, WorkerJob
+from jobtable.model import Ending, JobStatus, NewJob, Outcome, ValidConfig, WorkerJob
 from jobtable.timeutil import to_millis
 
 DEFAULT_MAX_ATTEMPTS = 4
@@ -23,6 +24,11 @@ ABANDONED_MESSAGE = (
     "(limit {limit}); not run again"
 )
 CANCELLED_BY_USER = "Job cancelled by request"
+CANCELLED_WHILE_RUNNING = "Job cancelled by request while running"
+CANCELLED_RESULT = {"error": CANCELLED_WHILE_RUNNING, "exception": "JobCancelled"}
+"""The result of a row cancelled while running (``returned`` may be added)."""
+EXHAUSTED_MESSAGE = "retries exhausted after {n}"
+BACKOFF_JITTER = 0.1
 UNDECLARED_MESSAGE = "Job cancelled: its CRON declaration was removed or changed"
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -56,6 +62,9 @@ def new_job(
         priority=config.priority,
         unique_key=config.unique_key,
         on_conflict=config.on_conflict,
+        max_retries=config.max_retries,
+        backoff=config.backoff,
+        max_backoff_ms=to_millis(config.max_backoff),
     )
 
 
@@ -88,23 +97,105 @@ def _copy(job: WorkerJob, due: datetime, *, retry_count: int = 0) -> NewJob:
     )
 
 
+def backoff_delay_ms(delay_ms: int, backoff: str, max_backoff_ms: int, n: int,
+                     jitter: float = 0.0) -> int:
+    """How long after a failure the ``n``-th retry (1, 2, ...) of a chain is due, in ms.
+
+    ``constant``: the delay. ``exponential``: delay * 2^(n-1), times (1 + ``jitter``)
+    (the caller draws ``jitter`` within ±``BACKOFF_JITTER``), at most ``max_backoff_ms``.
+    """
+    if backoff != "exponential":
+        return delay_ms
+    # 2^62 ms is far beyond any cap: stop doubling there instead of overflowing.
+    grown = delay_ms * 2 ** min(max(n - 1, 0), 62) * (1.0 + jitter)
+    return max(0, min(int(grown), max_backoff_ms))
+
+
+def retries_left(job: WorkerJob) -> bool:
+    """Whether ``job`` may still produce a retry row (``max_retries`` None: always)."""
+    return job.max_retries is None or job.retry_count < job.max_retries
+
+
+def _next_cron(job: WorkerJob, now: datetime) -> NewJob | None:
+    if job.cron_schedule is None:
+        return None
+    return _copy(job, parse_cron(job.cron_schedule, job.cron_timezone).next_after(now))
+
+
 def follow_up(job: WorkerJob, success: bool, now: datetime, *,
-              retry: bool = True) -> NewJob | None:
+              retry: bool = True, force: bool = False, after: timedelta | None = None,
+              jitter: float = 0.0) -> NewJob | None:
     """The row that follows a finished run, if any.
 
-    - a failure with auto-reschedule (unless ``retry`` is False, for a job given up
-      on for good): a retry due after the delay (a cron job's retry keeps its schedule);
+    - a failure with auto-reschedule, or any failure with ``force`` (the job raised
+      ``Retry``), while retries are left: a retry due after ``after``, else after the
+      delay and backoff (a cron job's retry keeps its schedule); never when ``retry``
+      is False (a job given up on for good, discarded or cancelled);
     - otherwise a cron job: its next occurrence strictly after ``now``, so missed
       ticks during downtime collapse into one run;
     - otherwise nothing.
     """
-    if not success and retry and job.auto_reschedule_on_failure:
-        due = now + timedelta(milliseconds=job.auto_reschedule_on_failure_delay)
-        return _copy(job, due, retry_count=job.retry_count + 1)
-    if job.cron_schedule is not None:
-        due = parse_cron(job.cron_schedule, job.cron_timezone).next_after(now)
-        return _copy(job, due)
-    return None
+    if not success and retry and (force or job.auto_reschedule_on_failure) \
+            and retries_left(job):
+        n = job.retry_count + 1
+        if after is None:
+            after = timedelta(milliseconds=backoff_delay_ms(
+                job.auto_reschedule_on_failure_delay, job.backoff, job.max_backoff, n, jitter))
+        return _copy(job, now + after, retry_count=n)
+    return _next_cron(job, now)
+
+
+def finish(job: WorkerJob, success: bool, result: Any, now: datetime, *,
+           retry: bool = True, force: bool = False, after: timedelta | None = None,
+           discarded: bool = False, jitter: float = 0.0) -> Outcome:
+    """The outcome of a finished run: its result and ending, and the row that follows.
+
+    A failure that wanted a retry (auto-reschedule, or ``force``) when ``max_retries``
+    is used up keeps its result and adds ``retries_exhausted`` (the retries done) and
+    ``no_retry``; a discarded run (``Discard``) adds ``discarded``; neither retries.
+    """
+    if success:
+        return Outcome(job=job, success=True, result=result, ending=Ending.SUCCEEDED,
+                       follow_up=_next_cron(job, now))
+    if discarded:
+        retry = False
+    nxt = follow_up(job, False, now, retry=retry, force=force, after=after, jitter=jitter)
+    wanted = retry and (force or job.auto_reschedule_on_failure)
+    if discarded:
+        ending = Ending.DISCARDED
+        result = {**_as_dict(result), "discarded": True}
+    elif wanted and not retries_left(job):
+        ending = Ending.EXHAUSTED
+        result = {**_as_dict(result), "retries_exhausted": job.retry_count,
+                  "no_retry": EXHAUSTED_MESSAGE.format(n=job.retry_count)}
+    elif wanted:
+        ending = Ending.RETRYING
+    else:
+        ending = Ending.FAILED
+    return Outcome(job=job, success=False, result=result, ending=ending, follow_up=nxt)
+
+
+def cancelled(job: WorkerJob, now: datetime, *, returned: Any = None,
+              has_returned: bool = False) -> Outcome:
+    """The outcome of a run cancelled by request: cancelled, no retry whatever the
+    settings; a cron chain continues at its next occurrence. ``returned`` (kept when
+    ``has_returned``) is what a plain ``def`` returned after seeing the request."""
+    result: dict[str, Any] = dict(CANCELLED_RESULT)
+    if has_returned:
+        result["returned"] = returned
+    return Outcome(job=job, success=False, result=result, ending=Ending.CANCELLED,
+                   cancelled=True, follow_up=_next_cron(job, now))
+
+
+def snoozed(job: WorkerJob, now: datetime, after: timedelta) -> Outcome:
+    """The outcome of a run that raised ``Snooze``: the same row pending again, due
+    after ``after``; not a failure, no retry counted."""
+    return Outcome(job=job, success=False, result=None, ending=Ending.SNOOZED,
+                   snooze_until=now + after)
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    return dict(result) if isinstance(result, dict) else {"error": str(result)}
 
 
 def retry_row(job: WorkerJob, now: datetime) -> NewJob:
@@ -238,6 +329,8 @@ def rescue(job: WorkerJob, now: datetime, max_attempts: int) -> Outcome | None:
     attempts reached ``max_attempts``, the failed outcome to write instead of looping;
     a cron job's chain still continues at its next occurrence (no retry).
     """
+    if job.cancel_requested is not None:
+        return cancelled(job, now)
     if job.attempts < max_attempts:
         return None
     error = ABANDONED_MESSAGE.format(attempts=job.attempts, limit=max_attempts)
@@ -269,15 +362,12 @@ def keeps_declared_chain(job: WorkerJob, declared: dict[str, str]) -> bool:
     return declared.get(job.type) == job.cron_schedule or job.started is not None
 
 
-def cancel_refusal(job: WorkerJob, stale_cutoff: datetime) -> str | None:
-    """Why ``job`` cannot be cancelled by hand, or None when it can."""
-    if is_running(job, stale_cutoff):
-        return (f"job {job.id} is running (claimed by {job.claimed_by or 'a worker'}); a "
-                "running job cannot be cancelled: it will finish, or fail when it reaches "
-                "its timeout")
+def cancel_refusal(job: WorkerJob, stale_cutoff: datetime | None = None) -> str | None:
+    """Why ``job`` cannot be cancelled by hand, or None when it can (pending: cancelled
+    at once; running: its worker is asked to stop it)."""
     if job.finished is not None:
-        return (f"job {job.id} is {job.status.value}, not pending; only pending jobs can be "
-                "cancelled")
+        return (f"job {job.id} already finished ({job.status.value}); too late to cancel: "
+                "only pending or running jobs can be cancelled")
     return None
 
 

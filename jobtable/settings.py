@@ -46,6 +46,8 @@ class Settings:
     hooks: tuple[str, ...] = ()
     otel: bool = False
     queues: str | None = None
+    max_retries: int | None = 25
+    max_backoff: timedelta = timedelta(hours=1)
 
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with the given non-None values applied (after conversion)."""
@@ -75,6 +77,8 @@ _ENV = {
     "hooks": ("JOBTABLE_HOOKS",),
     "otel": ("JOBTABLE_OTEL",),
     "queues": ("JOBTABLE_QUEUES",),
+    "max_retries": ("JOBTABLE_MAX_RETRIES",),
+    "max_backoff": ("JOBTABLE_MAX_BACKOFF",),
 }
 
 _FIELD_TYPES = {f.name: f.default for f in fields(Settings)}
@@ -92,6 +96,8 @@ def _convert(name: str, value: Any) -> Any:
     try:
         if isinstance(default, tuple):
             return _names(value)
+        if name == "max_retries":
+            return _max_retries(value)
         if isinstance(default, timedelta):
             if isinstance(value, timedelta):
                 delta = value
@@ -139,6 +145,22 @@ def _names(value: Any) -> tuple[str, ...]:
         if not all(part.isidentifier() for part in item.split(".")):
             raise ValueError(f"{item!r} is not a dotted module name such as 'myapp.jobhooks'")
     return names
+
+
+def _max_retries(value: Any) -> int | None:
+    # 0 is a value here (no retry); "unlimited" (or "none") lifts the bound.
+    if isinstance(value, str) and value.strip().lower() in ("unlimited", "none"):
+        return None
+    if isinstance(value, (bool, float)):
+        raise ValueError(f"expected a whole number of at least 0 or 'unlimited', got {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"expected a whole number of at least 0 or 'unlimited', got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"must be at least 0 (or 'unlimited'), got {number}")
+    return number
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:

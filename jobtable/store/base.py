@@ -195,11 +195,13 @@ class Wakeups:
 
     ``start()`` begins watching and sets ``event`` on each signal; ``stop()`` ends it.
     ``listening`` is True while the database pushes signals (PostgreSQL ``LISTEN``),
-    so that polling is only a safety net. This base watches nothing.
+    so that polling is only a safety net. ``cancels``, when given, is set when a job
+    may have been asked to stop (a cancel request). This base watches nothing.
     """
 
     def __init__(self, event: asyncio.Event) -> None:
         self.event = event
+        self.cancels: asyncio.Event | None = None
         self.listening = False
         self._task: asyncio.Task[None] | None = None
 
@@ -366,8 +368,13 @@ class Store(ABC):
         """Serialise schedulers of the same pairs until the transaction ends."""
 
     @abstractmethod
-    def _finish(self, tx: Tx, outcomes: Sequence[Outcome], now: datetime) -> set[int]:
-        """Write outcomes whose fencing token is current; return the ids written."""
+    def _finish(self, tx: Tx, outcomes: Sequence[Outcome], now: datetime) -> dict[int, bool]:
+        """Write outcomes whose fencing token is current; return the ids written, each
+        with whether its row ended cancelled (a cancel was requested while it ran)."""
+
+    @abstractmethod
+    def _cancel_requests(self, ids: Sequence[int]) -> list[Row]:
+        """(id, attempts) of the unfinished rows among ``ids`` whose cancel was requested."""
 
     def _types_param(self, types: Sequence[str]) -> Any:
         """A list of type names as a query parameter (an array, or JSON text)."""
@@ -465,6 +472,19 @@ class Store(ABC):
                      result=self._json({"error": rules.UNDECLARED_MESSAGE}))
                 stopped.append(job.id)
         return stopped
+
+    def request_cancel(self, job_id: int, token: int) -> bool:
+        """Ask the worker running ``job_id`` (claim ``token``) to stop it. False when the
+        row is no longer running under that claim (it finished, or was given back)."""
+        with self.statement() as tx:
+            return bool(tx.q("request_cancel", id=job_id, token=token, now=self._t(utcnow())))
+
+    def cancel_requests(self, running: dict[int, int]) -> list[int]:
+        """Of ``running`` (job id to the claim's token), the ids asked to stop."""
+        if not running:
+            return []
+        return [int(r["id"]) for r in self._cancel_requests(sorted(running))
+                if running.get(int(r["id"])) == r["attempts"]]
 
     def cancel_job(self, job_id: int, reason: str = "Job cancelled by request") -> bool:
         """Cancel one pending job. Returns False when it is not pending."""
@@ -600,24 +620,42 @@ class Store(ABC):
         """
         if not outcomes:
             return set()
-        follow = [o for o in outcomes if o.follow_up is not None]
-        if not follow:
+        snoozes = [o for o in outcomes if o.snooze_until is not None]
+        finishes = [o for o in outcomes if o.snooze_until is None]
+        follow = [o for o in finishes if o.follow_up is not None]
+        if not follow and not snoozes:
             with self.statement() as tx:
-                written = self._finish(tx, outcomes, utcnow())
+                written = set(self._finish(tx, finishes, utcnow()))
                 self._notify_finished(tx, sorted(written))
                 return written
         with self.transaction() as tx:
             now = utcnow()
             # Locks first, then the outcomes: a scheduler of the same pair waits for the
-            # whole completion instead of deadlocking with it.
-            self._lock_pairs(tx, pair_order([o.job for o in follow]))
-            written = self._finish(tx, outcomes, now)
-            jobs = [o.follow_up for o in follow
-                    if o.job.id in written and o.follow_up is not None]
+            # whole completion instead of deadlocking with it. A snooze refused because a
+            # cancel was requested ends cancelled; a cron row's chain then goes on.
+            self._lock_pairs(tx, pair_order([o.job for o in follow] +
+                                            [o.job for o in snoozes if o.job.is_cron]))
+            snoozed = set()
+            for o in snoozes:
+                if tx.q("snooze", id=o.job.id, token=o.job.attempts,
+                        due=self._t(o.snooze_until), now=self._t(now)):
+                    snoozed.add(o.job.id)
+                else:
+                    finishes.append(rules.cancelled(o.job, now))
+            written = self._finish(tx, finishes, now) if finishes else {}
+            jobs = []
+            for o in finishes:
+                if o.job.id not in written:
+                    continue
+                # A cancel requested while the job ran wins over its own outcome.
+                nxt = rules.cancelled(o.job, now).follow_up \
+                    if written[o.job.id] and not o.cancelled else o.follow_up
+                if nxt is not None:
+                    jobs.append(nxt)
             if jobs:
                 self._schedule_in(tx, jobs, now)
             self._notify_finished(tx, sorted(written))
-        return written
+        return set(written) | snoozed
 
     def release_claim(self, job_id: int, token: int) -> bool:
         """Make a claimed job pending again (its attempt stays counted), if the claim is

@@ -305,15 +305,20 @@ class PostgresStore(Store):
         keys = sorted({pair_key(f"limit:{t}", 0) for t in types})
         tx.q("lock_pairs", keys=keys)
 
-    def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> set[int]:
+    def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> dict[int, bool]:
         rows = tx.q(
             "finish_many", now=now, ids=[o.job.id for o in outcomes],
             tokens=[o.job.attempts for o in outcomes],
             successes=[o.success for o in outcomes],
             results=[Jsonb(o.result) for o in outcomes],
             remove_ats=[now + timedelta(milliseconds=o.job.remove_delay) if o.success else None
-                        for o in outcomes])
-        return {int(r["id"]) for r in rows}
+                        for o in outcomes],
+            cancelleds=[o.cancelled for o in outcomes],
+            cancel_result=Jsonb(rules.CANCELLED_RESULT))
+        return {int(r["id"]): bool(r["cancelled"]) for r in rows}
+
+    def _cancel_requests(self, ids: Sequence[int]) -> list[Row]:
+        return self.read("cancel_requests", ids=list(ids))
 
     def _delete_removable(self, tx: Any, now: datetime, failed_before: datetime,
                           keep_id: int, batch: int) -> int:
@@ -398,8 +403,12 @@ class _ListenWakeups(Wakeups):
                     self.listening = True
                     self.event.set()  # catch up on anything scheduled while we were away
                     delay = 0.1
-                    async for _ in conn.notifies():
-                        self.event.set()
+                    async for notice in conn.notifies():
+                        if notice.payload.startswith("cancel:"):
+                            if self.cancels is not None:
+                                self.cancels.set()
+                        else:
+                            self.event.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -31,10 +31,21 @@ SELECT * FROM worker_processes WHERE last_seen >= :alive ORDER BY started
 DELETE FROM worker_processes WHERE last_seen < :dead
 
 -- name: reset_claim
--- A rescued job becomes pending again; its attempts stay counted.
+-- A rescued job becomes pending again; its attempts stay counted. A cancel request
+-- was for that claim only.
 UPDATE worker_jobs
-SET started = NULL, claimed_by = NULL, updated_at = :now
+SET started = NULL, claimed_by = NULL, cancel_requested = NULL, updated_at = :now
 WHERE id = :id AND attempts = :token AND finished IS NULL
+
+-- name: snooze
+-- The job raised Snooze: the same row pending again, due later. Its claim is given
+-- back (attempts - 1), so that snoozes never use up max_attempts nor make it a
+-- suspect; fenced by the claim, and refused once a cancel was requested.
+UPDATE worker_jobs
+SET due = :due, started = NULL, claimed_by = NULL, attempts = attempts - 1,
+    updated_at = :now
+WHERE id = :id AND attempts = :token AND finished IS NULL AND cancel_requested IS NULL
+RETURNING id
 
 -- name: cancel_by_id
 UPDATE worker_jobs

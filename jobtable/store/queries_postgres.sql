@@ -83,12 +83,35 @@ ON CONFLICT (type, user_id) DO UPDATE SET served = excluded.served
 -- num_nulls(finished) = 1 is "finished IS NULL" said so that no partial index of
 -- unfinished rows qualifies: the rows are found by primary key whatever the statistics
 -- say (see migration 0009).
+-- A row whose cancel was requested while it ran ends cancelled whatever the outcome
+-- (kept under "returned" in :cancel_result).
 UPDATE worker_jobs AS j
-SET finished = :now, success = x.s, result = x.r, remove_at = x.ra, updated_at = :now
+SET finished = :now,
+    success = CASE WHEN j.cancel_requested IS NULL THEN x.s ELSE FALSE END,
+    cancelled = (x.c OR j.cancel_requested IS NOT NULL),
+    result = CASE WHEN j.cancel_requested IS NULL OR x.c THEN x.r
+                  ELSE :cancel_result::jsonb || jsonb_build_object('returned', x.r) END,
+    remove_at = CASE WHEN j.cancel_requested IS NULL THEN x.ra END,
+    updated_at = :now
 FROM unnest(:ids::bigint[], :tokens::integer[], :successes::boolean[], :results::jsonb[],
-            :remove_ats::timestamptz[]) AS x(id, tok, s, r, ra)
+            :remove_ats::timestamptz[], :cancelleds::boolean[]) AS x(id, tok, s, r, ra, c)
 WHERE j.id = x.id AND j.attempts = x.tok AND num_nulls(j.finished) = 1
-RETURNING j.id
+RETURNING j.id, j.cancelled
+
+-- name: request_cancel
+-- Cancel a running job: record the request for this claim only (fenced by attempts)
+-- and tell the workers at once (their periodic check is the fallback).
+WITH asked AS (
+    UPDATE worker_jobs
+    SET cancel_requested = COALESCE(cancel_requested, :now), updated_at = :now
+    WHERE id = :id AND attempts = :token AND num_nulls(finished) = 1 AND started IS NOT NULL
+    RETURNING id)
+SELECT id, pg_notify('jobtable', 'cancel:' || id) AS notified FROM asked
+
+-- name: cancel_requests
+-- Which of a worker's running jobs were asked to stop (primary-key lookups).
+SELECT id, attempts FROM worker_jobs
+WHERE id = ANY(:ids::bigint[]) AND num_nulls(finished) = 1 AND cancel_requested IS NOT NULL
 
 -- name: abandoned
 SELECT * FROM worker_jobs

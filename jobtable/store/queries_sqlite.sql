@@ -97,11 +97,31 @@ SELECT :type, value, :now FROM json_each(:user_ids) WHERE TRUE
 ON CONFLICT (type, user_id) DO UPDATE SET served = excluded.served
 
 -- name: finish
+-- A row whose cancel was requested while it ran ends cancelled whatever the outcome
+-- (kept under "returned" in :cancel_result).
 UPDATE worker_jobs
-SET finished = :now, success = :success, result = :result, remove_at = :remove_at,
+SET finished = :now,
+    success = CASE WHEN cancel_requested IS NULL THEN :success ELSE FALSE END,
+    cancelled = (:cancelled OR cancel_requested IS NOT NULL),
+    result = CASE WHEN cancel_requested IS NULL OR :cancelled THEN :result
+                  ELSE json_set(:cancel_result, '$.returned', json(:result)) END,
+    remove_at = CASE WHEN cancel_requested IS NULL THEN :remove_at END,
     updated_at = :now
 WHERE id = :id AND attempts = :token AND finished IS NULL
+RETURNING id, cancelled
+
+-- name: request_cancel
+-- Cancel a running job: record the request for this claim only (fenced by attempts).
+UPDATE worker_jobs
+SET cancel_requested = COALESCE(cancel_requested, :now), updated_at = :now
+WHERE id = :id AND attempts = :token AND finished IS NULL AND started IS NOT NULL
 RETURNING id
+
+-- name: cancel_requests
+-- Which of a worker's running jobs (ids as a JSON array) were asked to stop.
+SELECT id, attempts FROM worker_jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND finished IS NULL AND cancel_requested IS NOT NULL
 
 -- name: abandoned
 SELECT * FROM worker_jobs

@@ -253,16 +253,21 @@ class SqliteStore(Store):
             pass
         return f"SQLite file {main or '(in memory)'!r}"
 
-    def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> set[int]:
-        written = set()
+    def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> dict[int, bool]:
+        written = {}
         t = self._t(now)
+        cancel_result = json.dumps(rules.CANCELLED_RESULT)
         for o in outcomes:
             remove_at = (self._t(now + timedelta(milliseconds=o.job.remove_delay))
                          if o.success else None)
-            if tx.q("finish", id=o.job.id, token=o.job.attempts, success=o.success,
-                    result=json.dumps(o.result), remove_at=remove_at, now=t):
-                written.add(o.job.id)
+            for row in tx.q("finish", id=o.job.id, token=o.job.attempts, success=o.success,
+                            result=json.dumps(o.result), remove_at=remove_at, now=t,
+                            cancelled=o.cancelled, cancel_result=cancel_result):
+                written[o.job.id] = bool(row["cancelled"])
         return written
+
+    def _cancel_requests(self, ids: Sequence[int]) -> list[Row]:
+        return self.read("cancel_requests", ids=json.dumps(list(ids)))
 
     def _delete_removable(self, tx: Any, now: datetime, failed_before: datetime,
                           keep_id: int, batch: int) -> int:
@@ -317,6 +322,8 @@ class _DataVersionWakeups(Wakeups):
                     version = None
                 if last is not None and version != last:
                     self.event.set()
+                    if self.cancels is not None:  # any commit may be a cancel request
+                        self.cancels.set()
                 last = version
                 await asyncio.sleep(0.02)
         finally:

@@ -91,6 +91,8 @@ class Completer:
             await self.shared.database_trouble("complete", error, delay)
             delay = min(delay * 2, 5.0)
         self.shared.database_ok()
+        if any(o.snooze_until is not None for o in batch):
+            self.shared.wake.set()  # a snoozed row is pending again: recompute the next due
         for outcome in batch:
             self.shared.held.discard(outcome.job.id)
             if outcome.job.id not in written:

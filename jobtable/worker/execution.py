@@ -10,6 +10,7 @@ import contextvars
 import functools
 import json
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from jobtable import hooks, logs, rules
 from jobtable.errors import ConfigError, JobFailed
 from jobtable.model import JobParams, WorkerJob, nesting_problem, unstorable_text
+from jobtable.signals import Discard, JobSignal, Retry, Snooze
 from jobtable.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -33,12 +35,21 @@ _JOB_LOGS = logging.getLogger("jobtable.job")
 @dataclass(frozen=True, slots=True)
 class RunResult:
     """How one run ended. ``retry`` is False when a retry must not be scheduled;
-    ``release`` gives the job back, pending again, instead of finishing it."""
+    ``release`` gives the job back, pending again, instead of finishing it.
+
+    ``signal`` tells what the job asked for: ``retry``, ``discard`` or ``snooze`` (it
+    raised ``Retry``, ``Discard`` or ``Snooze``; ``after`` in seconds), or
+    ``cancelled`` (cancelled by request while it ran; ``returned``: ``result`` is what
+    a plain ``def`` returned after seeing the request).
+    """
 
     success: bool
     result: Any
     retry: bool = True
     release: bool = False
+    signal: str | None = None
+    after: float | None = None
+    returned: bool = False
 
 
 def job_logger(job: WorkerJob) -> logging.Logger:
@@ -134,10 +145,28 @@ def job_timeout(jobtable: JobTable, job_type: str, cap: timedelta) -> float:
     return max(0.001, limit.total_seconds())
 
 
+def _signalled(exc: JobSignal) -> RunResult:
+    """The run result of a job that raised ``Retry``, ``Discard`` or ``Snooze``."""
+    if isinstance(exc, Snooze):
+        return RunResult(False, None, signal="snooze", after=exc.after.total_seconds())
+    failure = describe_failure(exc)
+    if isinstance(exc, Retry):
+        after = None if exc.after is None else exc.after.total_seconds()
+        return RunResult(False, failure, signal="retry", after=after)
+    if isinstance(exc, Discard):
+        return RunResult(False, {**failure, "error": _storable(exc.reason)}, signal="discard")
+    return RunResult(False, failure)
+
+
 async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Executor,
-                  timeout: float, grace: float) -> RunResult:
+                  timeout: float, grace: float,
+                  cancelled: threading.Event | None = None) -> RunResult:
     """Run ``job`` once in this process and describe how it ended: the middleware's
-    ``around`` hooks wrap the run, the outcome hooks follow it (``jobtable.hooks``)."""
+    ``around`` hooks wrap the run, the outcome hooks follow it (``jobtable.hooks``).
+
+    ``cancelled`` is the job's ``params.cancelled``: once it is set, the run ends
+    cancelled however it ends (an ``async def`` is also cancelled by the caller).
+    """
     try:  # first: a middleware may prepare the process for the job modules (Django)
         middleware = hooks.middleware_for(jobtable.settings)
     except ConfigError as exc:
@@ -152,6 +181,10 @@ async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Execut
                                  "exception": "ImportError"})
     logger = job_logger(job)
     params = JobParams(app=app, log=logger, job=job, jobtable=jobtable)
+    if cancelled is not None:
+        params.cancelled = cancelled
+        if cancelled.is_set():
+            return _cancelled(logger)
     started = time.monotonic()
     logger.debug("started")
     token = logs.enter_job(job.id, job.type)
@@ -178,11 +211,15 @@ async def _run_with_hooks(jt: JobType, job: WorkerJob, params: JobParams[Any],
 
     error: BaseException
     budget = None  # the outcome hooks' time: see hooks.hook_budget
+    stop = params.cancelled  # set by a cancel request while the job runs
+    cancel_error = JobFailed(rules.CANCELLED_WHILE_RUNNING, "JobCancelled")
     try:
         async with asyncio.timeout(timeout) as deadline:
             value = await hooks.run_around(params, middleware, call, executor)
     except TimeoutError as exc:
-        if deadline.expired():
+        if stop.is_set():
+            outcome, error = _cancelled(logger), cancel_error
+        elif deadline.expired():
             logger.error("timed out after %.3gs", timeout)
             outcome = RunResult(False, {"error": f"Job timed out after {timeout:.3g}s",
                                         "exception": "TimeoutError"})
@@ -190,20 +227,34 @@ async def _run_with_hooks(jt: JobType, job: WorkerJob, params: JobParams[Any],
         else:
             outcome, error = RunResult(False, describe_failure(exc)), exc
     except asyncio.CancelledError:
-        logger.error("interrupted by worker shutdown")
-        outcome = RunResult(False, {"error": "Job interrupted: the worker shut down before it "
-                                             f"finished (grace period {grace:g}s)",
-                                    "exception": "WorkerShutdown"})
-        error = JobFailed(outcome.result["error"], "WorkerShutdown")
-        budget = min(1.0, timeout)  # the worker is stopping: do not hold it up
+        if stop.is_set():
+            outcome, error = _cancelled(logger), cancel_error
+        else:
+            logger.error("interrupted by worker shutdown")
+            outcome = RunResult(False, {"error": "Job interrupted: the worker shut down "
+                                                 f"before it finished (grace period {grace:g}s)",
+                                        "exception": "WorkerShutdown"})
+            error = JobFailed(outcome.result["error"], "WorkerShutdown")
+        budget = min(1.0, timeout)  # the worker is stopping the job: do not hold it up
     except (Exception, SystemExit) as exc:
-        # ERROR with the exception, so that error trackers (Sentry's logging
-        # integration) and log aggregators see the failure and its traceback.
-        logger.error("failed: %s: %s", type(exc).__name__, _message(exc), exc_info=exc)
-        outcome, error = RunResult(False, describe_failure(exc)), exc
+        if stop.is_set():
+            outcome, error = _cancelled(logger), cancel_error
+        elif isinstance(exc, JobSignal):
+            logger.info("%s: %s", type(exc).__name__, _message(exc))
+            outcome, error = _signalled(exc), exc
+        else:
+            # ERROR with the exception, so that error trackers (Sentry's logging
+            # integration) and log aggregators see the failure and its traceback.
+            logger.error("failed: %s: %s", type(exc).__name__, _message(exc), exc_info=exc)
+            outcome, error = RunResult(False, describe_failure(exc)), exc
     else:
         problem = _json_problem(value)
-        if problem:
+        if stop.is_set():
+            logger.warning("cancelled by request; it returned after seeing the request")
+            outcome = RunResult(False, None if problem else value, signal="cancelled",
+                                returned=not problem)
+            error = JobFailed(rules.CANCELLED_WHILE_RUNNING, "JobCancelled")
+        elif problem:
             logger.error("%s", problem)
             outcome = RunResult(False, {"error": problem, "exception": "InvalidDataError"})
             error = JobFailed(problem, "InvalidDataError")
@@ -215,24 +266,43 @@ async def _run_with_hooks(jt: JobType, job: WorkerJob, params: JobParams[Any],
     owners = (jt.module, *middleware)
     if outcome.success:
         await hooks.fire("on_success", params, outcome.result, owners, executor, budget)
-    else:
-        await fire_failure_hooks(job, outcome.retry, params, error, owners, executor, budget)
+    elif outcome.signal != "snooze":  # a snooze is not a failure
+        await fire_failure_hooks(job, outcome, params, error, owners, executor, budget)
     return outcome
 
 
-async def fire_failure_hooks(job: WorkerJob, retry: bool, params: JobParams[Any],
+def _cancelled(logger: logging.Logger) -> RunResult:
+    logger.warning("cancelled by request while running")
+    return RunResult(False, None, signal="cancelled")
+
+
+async def fire_failure_hooks(job: WorkerJob, outcome: RunResult | bool, params: JobParams[Any],
                              error: BaseException, owners: tuple[Any, ...],
                              executor: Executor, budget: float) -> None:
-    """``on_failure``, then ``on_exhausted`` when the job retries on failure but no retry
-    will follow (its retries are used up, or it was given up for good)."""
+    """``on_failure``, then ``on_discard`` when the job raised ``Discard``, or
+    ``on_exhausted`` when a retry was wanted but none will follow (its retries are used
+    up, or it was given up for good). A cancelled run gets ``on_failure`` only.
+    ``outcome`` may be the run result, or only whether a retry is allowed."""
     await hooks.fire("on_failure", params, error, owners, executor, budget)
-    if job.auto_reschedule_on_failure and not retry_follows(job, retry):
+    run = outcome if isinstance(outcome, RunResult) else RunResult(False, None, retry=outcome)
+    if run.signal == "discard":
+        await hooks.fire("on_discard", params, error, owners, executor, budget)
+    elif run.signal != "cancelled" and exhausted(job, run):
         await hooks.fire("on_exhausted", params, error, owners, executor, budget)
 
 
-def retry_follows(job: WorkerJob, retry: bool) -> bool:
+def exhausted(job: WorkerJob, run: RunResult) -> bool:
+    """Whether a failed run wanted a retry (auto-reschedule, or ``Retry``) and none
+    follows: its retries are used up, or it was given up for good."""
+    forced = run.signal == "retry"
+    if not (forced or job.auto_reschedule_on_failure):
+        return False
+    return not retry_follows(job, run.retry, forced=forced)
+
+
+def retry_follows(job: WorkerJob, retry: bool, *, forced: bool = False) -> bool:
     """Whether a failure of ``job`` is followed by a retry row."""
-    follow = rules.follow_up(job, False, utcnow(), retry=retry)
+    follow = rules.follow_up(job, False, utcnow(), retry=retry, force=forced)
     return follow is not None and follow.retry_count > job.retry_count
 
 

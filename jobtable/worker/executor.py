@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor as _Executor
@@ -67,6 +68,9 @@ class JobExecutor:
         self.app = app
         self.report = report
         self.running: dict[int, asyncio.Task[None]] = {}
+        self.tokens: dict[int, int] = {}  # running job id -> its claim's token
+        self._cancel_events: dict[int, threading.Event] = {}
+        self._interruptible: set[int] = set()  # async or isolated: cancel their task
         self.forced = False
         self.lingering = 0
         self._threads = _JobThreads(shared.concurrency)
@@ -80,9 +84,25 @@ class JobExecutor:
         """Start running a claimed job."""
         self.shared.stats.claimed += 1
         self.shared.held.add(job.id)
+        self.tokens[job.id] = job.attempts
+        self._cancel_events[job.id] = threading.Event()
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self.running[job.id] = task
         task.add_done_callback(functools.partial(self._finished_task, job.id))
+
+    def cancel(self, job_id: int) -> bool:
+        """Stop a running job on request: ``params.cancelled`` is set, and an
+        ``async def`` job (or an isolated child) is interrupted. False when this worker
+        is not running it, or was already stopping it."""
+        event = self._cancel_events.get(job_id)
+        if event is None or event.is_set():
+            return False
+        event.set()
+        log.warning("job %d: cancel requested; stopping it", job_id)
+        task = self.running.get(job_id)
+        if task is not None and job_id in self._interruptible:
+            task.cancel()
+        return True
 
     def force(self) -> None:
         """Interrupt every running job now."""
@@ -110,20 +130,37 @@ class JobExecutor:
 
     def _finished_task(self, job_id: int, _task: asyncio.Task[None]) -> None:
         self.running.pop(job_id, None)
+        self.tokens.pop(job_id, None)
+        self._cancel_events.pop(job_id, None)
+        self._interruptible.discard(job_id)
         self.shared.slot_free.set()
 
     async def _execute(self, job: WorkerJob) -> None:
-        outcome = await self._run_job(job)
-        if outcome.release:
+        run = await self._run_job(job)
+        if run.release:
             await self._release(job)
             return
-        if outcome.success:
-            self.shared.stats.succeeded += 1
-        else:
-            self.shared.stats.failed += 1
-        follow = rules.follow_up(job, outcome.success, utcnow(), retry=outcome.retry)
-        self.report(Outcome(job=job, success=outcome.success, result=outcome.result,
-                            follow_up=follow))
+        outcome = self.outcome(job, run)
+        if outcome.snooze_until is None:
+            if outcome.success:
+                self.shared.stats.succeeded += 1
+            else:
+                self.shared.stats.failed += 1
+        self.report(outcome)
+
+    @staticmethod
+    def outcome(job: WorkerJob, run: RunResult) -> Outcome:
+        """The outcome to write for a run: its ending, result and follow-up row."""
+        now = utcnow()
+        after = None if run.after is None else timedelta(seconds=run.after)
+        if run.signal == "cancelled":
+            return rules.cancelled(job, now, returned=run.result, has_returned=run.returned)
+        if run.signal == "snooze" and after is not None:
+            return rules.snoozed(job, now, after)
+        jitter = random.uniform(-rules.BACKOFF_JITTER, rules.BACKOFF_JITTER)
+        return rules.finish(job, run.success, run.result, now, retry=run.retry,
+                            force=run.signal == "retry", after=after,
+                            discarded=run.signal == "discard", jitter=jitter)
 
     async def _release(self, job: WorkerJob) -> None:
         """Give a claimed job back: pending again, its attempt counted."""
@@ -141,14 +178,27 @@ class JobExecutor:
     async def _run_job(self, job: WorkerJob) -> RunResult:
         timeout = job_timeout(self.jt, job.type, self._max_timeout)
         grace = self.settings.grace_period.total_seconds()
+        cancelled = self._cancel_events[job.id]
         if job.attempts > 1 and self.settings.isolate_suspects:
             # Imported here: the child process runs that module as its main.
             from jobtable.worker.isolated import run_isolated
 
             # Claimed before and never finished: it may be what killed a worker.
-            result = await run_isolated(self.settings, job, timeout, grace,
-                                        last_attempt=job.attempts >= self.settings.max_attempts)
+            self._interruptible.add(job.id)
+            try:
+                result = await run_isolated(
+                    self.settings, job, timeout, grace,
+                    last_attempt=job.attempts >= self.settings.max_attempts)
+            except asyncio.CancelledError:
+                # The child was stopped (SIGTERM, then SIGKILL after the grace).
+                if cancelled.is_set():
+                    return RunResult(False, None, signal="cancelled")
+                raise
             # A child that crashed could not run the failure hooks: run them here.
             await crash_hooks(self.jt, self.app, job, result, self._threads, timeout)
             return result
-        return await run_job(self.jt, self.app, job, self._threads, timeout, grace)
+        job_type = self.jt.registry.get(job.type)
+        if job_type is not None and job_type.is_async:
+            self._interruptible.add(job.id)
+        return await run_job(self.jt, self.app, job, self._threads, timeout, grace,
+                             cancelled)

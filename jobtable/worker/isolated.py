@@ -63,8 +63,7 @@ async def run_isolated(settings: Settings, job: WorkerJob, timeout: float, grace
             await child.stop(max(grace, 1.0))
             raise
         if code == 0 and out.exists():
-            data = json.loads(out.read_text())
-            return RunResult(bool(data["success"]), data["result"], bool(data["retry"]))
+            return RunResult(**json.loads(out.read_text()))
     how = describe_exit(code)
     if not last_attempt:
         log.warning("job %d crashed its isolated process (%s) on attempt %d; it will run "
@@ -109,8 +108,7 @@ def main() -> None:
     # The parent owns the stop signals; it terminates us when it must.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     result = asyncio.run(_child(spec))
-    Path(spec["out"]).write_text(json.dumps(
-        {"success": result.success, "result": result.result, "retry": result.retry}))
+    Path(spec["out"]).write_text(json.dumps(dataclasses.asdict(result)))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # a plain-def job's thread may still be running; its result is not wanted

@@ -14,6 +14,7 @@ from jobtable.client import JobTable
 from jobtable.errors import ConfigError
 from jobtable.model import WorkerJob
 from jobtable.routing import format_queues, parse_queues
+from jobtable.worker.canceller import Canceller
 from jobtable.worker.completer import Completer
 from jobtable.worker.declared import Declared
 from jobtable.worker.execution import bootstrap_app
@@ -95,12 +96,13 @@ class Worker:
         executor = self._executor = JobExecutor(self.jt, shared, self.app, completer.add)
         wakeups = self.store.wakeups(shared.wake)
         rescuer = Rescuer(shared, self.settings)
+        canceller = Canceller(shared, executor, wakeups)
         producer = self._producer = Producer(
             shared, self.settings, executor, completer, wakeups, burst=self.burst,
             max_jobs=self.max_jobs, on_claim=self.on_claim, queues=self.queues,
             limits=self.jt.registry.limits())
         self.jt._subscribe(shared.wake)
-        for part in (rescuer, completer, wakeups, executor, producer):
+        for part in (rescuer, completer, wakeups, executor, canceller, producer):
             await part.start()
         log.info("worker %s started: concurrency %d on %s%s%s", self.id, self.concurrency,
                  self.store.dialect, " (burst)" if self.burst else "",
@@ -111,6 +113,7 @@ class Worker:
             await producer.run()
         finally:
             await executor.stop()
+            await canceller.stop()
             await completer.stop()
             await rescuer.stop()
             await wakeups.stop()

@@ -114,8 +114,8 @@ def test_hand_actions_say_why_they_do_not_apply() -> None:
     succeeded = row(finished=NOW, success=True)
     assert rules.cancel_refusal(pending, cutoff) is None
     assert rules.cancel_refusal(stale, cutoff) is None  # counts as pending again
-    assert "running (claimed by host-1)" in str(rules.cancel_refusal(running, cutoff))
-    assert "is succeeded, not pending" in str(rules.cancel_refusal(succeeded, cutoff))
+    assert rules.cancel_refusal(running, cutoff) is None  # its worker is asked to stop it
+    assert "already finished (succeeded); too late" in str(rules.cancel_refusal(succeeded))
     assert rules.retry_refusal(failed) is None and rules.retry_refusal(cancelled) is None
     assert "only failed or cancelled" in str(rules.retry_refusal(pending))
     assert rules.run_now_refusal(pending) is None
