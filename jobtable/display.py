@@ -83,3 +83,22 @@ def summary(job: WorkerJob, width: int = 100) -> str:
         text = ""
     text = " ".join(text.split())
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def retry_policy(job: WorkerJob) -> str:
+    """``retry 2 of 5, exponential backoff (at most 1 h)``: which retry the row is and
+    how failures are retried."""
+    limit = "unlimited" if job.max_retries is None else str(job.max_retries)
+    if job.retry_count:
+        text = f"retry {job.retry_count} of {limit}"
+    else:
+        text = f"first run, up to {limit} retries"
+    text += ", retried on failure" if job.auto_reschedule_on_failure else \
+        ", retried only when the job raises Retry"
+    delay = human_duration(job.auto_reschedule_on_failure_delay / 1000)
+    if job.backoff == "exponential":
+        text += (f"; exponential backoff from {delay} up to "
+                 f"{human_duration(job.max_backoff / 1000)}")
+    else:
+        text += f"; constant backoff of {delay}"
+    return text

@@ -141,7 +141,7 @@ def jobs_command(ctx: click.Context, database: str | None, jobs: str | None,
     jobtable jobs --status failed --type send_report
     jobtable jobs show 42          every field, data, result, traceback, chain
     jobtable jobs retry 42         a failed or cancelled job, as a new row
-    jobtable jobs cancel 42        a pending job
+    jobtable jobs cancel 42        a pending or running job
     jobtable jobs run-now 42       a pending job, due now
     jobtable jobs purge --status succeeded --older-than 7d
     """
@@ -205,6 +205,10 @@ def job_view(job: WorkerJob, chain: list[WorkerJob],
         fields.add_row("ran for", display.human_duration(ran))
     if held is not None:
         fields.add_row("held back", Text(held, style="yellow"))
+    fields.add_row("retries", Text(display.retry_policy(job)))
+    if job.cancel_requested is not None and job.finished is None:
+        fields.add_row("cancel", Text(f"requested {display.ago(job.cancel_requested)}; its "
+                                      "worker is stopping it", style="yellow"))
     parts: list[RenderableType] = [Panel(fields, title=f"job {job.id} · {job.type}",
                                          title_align="left", border_style=STYLE.get(
                                              job.status.value, ""))]
@@ -242,11 +246,15 @@ def job_view(job: WorkerJob, chain: list[WorkerJob],
 @click.pass_context
 @friendly_errors
 def cancel(ctx: click.Context, job_id: int, database: str | None, jobs: str | None) -> None:
-    """Cancel pending job JOB_ID. A running job cannot be stopped: it finishes, or fails at
-    its timeout."""
+    """Cancel job JOB_ID: a pending job at once; a running one is stopped by its worker
+    within about a second and ends cancelled (no retry). A finished job is refused."""
     with checked_table(_settings(ctx, database, jobs)) as table:
         job = table.cancel_job(job_id)
-    click.echo(f"cancelled job {job.id} ({job.type}, user {job.user_id})")
+    if job.finished is None:
+        click.echo(f"cancel requested for running job {job.id} ({job.type}, user "
+                   f"{job.user_id}); its worker stops it within about a second")
+    else:
+        click.echo(f"cancelled job {job.id} ({job.type}, user {job.user_id})")
 
 
 @jobs_command.command("run-now")

@@ -10,7 +10,7 @@ import click
 
 from jobtable.cli.options import database_options, friendly_errors, open_table
 from jobtable.client import JobTable
-from jobtable.model import WorkerJob, WorkerJobConfig
+from jobtable.model import UNSET, Unset, WorkerJob, WorkerJobConfig
 from jobtable.timeutil import parse_due, parse_duration
 from jobtable.validation import read_job_data
 
@@ -52,6 +52,14 @@ GNU ``timeout`` does; 1 is a failed job, 2 a usage error)."""
 @click.option("--priority", type=int,
               help="Lower runs first, negative allowed [default: the job module's "
                    "PRIORITY, else 0].")
+@click.option("--max-retries", metavar="N|unlimited",
+              help="Retry rows a failing job may produce [default: the module's "
+                   "MAX_RETRIES, else the max_retries setting, 25].")
+@click.option("--backoff", type=click.Choice(["constant", "exponential"]), default=None,
+              help="Retry after the delay each time, or after delay * 2^(n-1) with jitter "
+                   "[default constant].")
+@click.option("--max-backoff", metavar="DURATION",
+              help="Longest exponential retry delay [default: the max_backoff setting, 1h].")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the new row as JSON (with --wait: the finished row).")
 @click.option("--wait", is_flag=True,
@@ -65,11 +73,15 @@ def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int
              data: str | None, data_file: str | None, due: str | None, cron: str | None,
              timezone: str | None, retry: bool | None, retry_delay: str | None,
              remove_delay: str | None, unique_key: str | None, on_conflict: str | None,
-             queue: str | None, priority: int | None, as_json: bool, wait: bool,
+             queue: str | None, priority: int | None, max_retries: str | None,
+             backoff: str | None, max_backoff: str | None, as_json: bool, wait: bool,
              timeout: str | None) -> None:
     """Schedule a job of JOB_TYPE (cancelling matching pending jobs first, unless
     --on-conflict says otherwise)."""
     payload = read_job_data(data, data_file)
+    retries: int | Unset | None = UNSET
+    if max_retries is not None:
+        retries = _max_retries(max_retries)
     config = WorkerJobConfig(
         type=job_type, user_id=user_id, data=payload,
         due=parse_due(due) if due else None, auto_reschedule_on_failure=retry,
@@ -77,7 +89,9 @@ def schedule(job_type: str, database: str | None, jobs: str | None, user_id: int
         if retry_delay else None,
         remove_delay=parse_duration(remove_delay, "--remove-delay") if remove_delay else None,
         unique_key=unique_key, on_conflict=on_conflict,  # type: ignore[arg-type]
-        queue=queue, priority=priority)
+        queue=queue, priority=priority, max_retries=retries,
+        backoff=backoff,  # type: ignore[arg-type]
+        max_backoff=parse_duration(max_backoff, "--max-backoff") if max_backoff else None)
     if timezone and not cron:
         raise click.UsageError("--timezone goes with --cron")
     if timeout and not wait:
@@ -124,3 +138,18 @@ def _tell(job: WorkerJob, cancelled: list[int], cron: str | None, as_json: bool,
         # On standard error with --json, so that standard output stays one JSON object.
         click.echo(f"cancelled {len(cancelled)} pending job(s) of this type and user: "
                    + ", ".join(f"#{i}" for i in cancelled), err=as_json)
+
+
+def _max_retries(text: str) -> int | None:
+    if text.strip().lower() in ("unlimited", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a whole number of at least 0 or 'unlimited', got {text!r}",
+            param_hint="--max-retries") from None
+    if value < 0:
+        raise click.BadParameter(f"must be at least 0 (or 'unlimited'), got {value}",
+                                 param_hint="--max-retries")
+    return value

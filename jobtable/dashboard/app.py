@@ -62,6 +62,7 @@ BULK_ACTIONS = ("retry", "cancel")
 BULK_LIMIT = 500
 FLASH = {
     "cancelled": "Job cancelled.",
+    "cancel-requested": "Cancel requested: its worker stops the job within about a second.",
     "retried": "Retry scheduled: this is the new job.",
     "run-now": "The job is due now; the next free worker will run it.",
 }
@@ -380,8 +381,8 @@ class Dashboard:
             "page": "jobs", "job": job, "chain": chain, "running": running,
             "result": result, "traceback": traceback, "fields": fields, "flash": flash,
             "problem": problem,
-            # A row started so long ago that it counts as pending again can be cancelled.
-            "can_cancel": job.finished is None and not running,
+            # Pending: cancelled at once; running: its worker is asked to stop it.
+            "can_cancel": job.finished is None and job.cancel_requested is None,
             "can_retry": rules.retry_refusal(job) is None,
             "can_run_now": job.status == JobStatus.PENDING and job.due > utcnow()}, status)
 
@@ -427,6 +428,8 @@ class Dashboard:
             return await self._job_page(request, job_id, problem=str(exc), status=409)
         base = str(request.scope.get("root_path") or "")
         flash = {"cancel": "cancelled", "retry": "retried", "run-now": "run-now"}[action]
+        if action == "cancel" and row.finished is None:
+            flash = "cancel-requested"
         target = f"{base}/cron?flash={flash}" if back == "cron" else \
             f"{base}/jobs/{row.id}?flash={flash}"
         return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)

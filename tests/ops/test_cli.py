@@ -71,7 +71,8 @@ def test_show_of_a_missing_job_says_so(cli: Cli) -> None:
     assert "no job with id 424242" in result.stderr
 
 
-def test_cancel_cancels_a_pending_job_and_refuses_a_running_one(cli: Cli, jt: JobTable) -> None:
+def test_cancel_cancels_a_pending_job_and_asks_the_worker_of_a_running_one(
+        cli: Cli, jt: JobTable) -> None:
     pending = schedule(jt, "send_report", user_id=1, due=utcnow() + timedelta(hours=1))
     out = cli("jobs", "cancel", str(pending.id)).stdout
     assert f"cancelled job {pending.id}" in out
@@ -81,11 +82,15 @@ def test_cancel_cancels_a_pending_job_and_refuses_a_running_one(cli: Cli, jt: Jo
 
     running = schedule(jt, "send_report", user_id=2)
     assert [j.id for j in jt.store.claim("w-1", 10)] == [running.id]
-    result = cli("jobs", "cancel", str(running.id), ok=False)
-    assert result.exit_code == 1
-    assert "running" in result.stderr and "cannot be cancelled" in result.stderr
+    out = cli("jobs", "cancel", str(running.id)).stdout
+    assert f"cancel requested for running job {running.id}" in out
     row = jt.get_job(running.id)
-    assert row is not None and row.status.value == "running"
+    assert row is not None and row.status.value == "running" and row.cancel_requested
+    shown = cli("jobs", "show", str(running.id)).stdout
+    assert "cancel" in shown and "its worker is stopping it" in shown
+    assert "first run, up to 25 retries" in shown
+    result = cli("jobs", "cancel", str(pending.id), ok=False)  # cancelled already
+    assert result.exit_code == 1 and "too late" in result.stderr
 
 
 def test_retry_schedules_a_new_row_pointing_back_and_refuses_unfinished_jobs(

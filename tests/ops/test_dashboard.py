@@ -144,8 +144,10 @@ def test_cancel_and_run_now_from_the_dashboard(client: httpx.Client, jt: JobTabl
     row = jt.get_job(later.id)
     assert row is not None and row.due <= utcnow()
 
-    refused = client.post(f"/jobs/{running.id}/cancel", data={"csrf": token, "confirm": "yes"})
-    assert refused.status_code == 409 and "cannot be cancelled" in refused.text
+    asked = client.post(f"/jobs/{running.id}/cancel", data={"csrf": token, "confirm": "yes"})
+    assert asked.status_code == 200 and "Cancel requested" in asked.text
+    row = jt.get_job(running.id)
+    assert row is not None and row.status.value == "running" and row.cancel_requested
     cancelled = client.post(f"/jobs/{later.id}/cancel", data={"csrf": token, "confirm": "yes"})
     assert cancelled.status_code == 200 and "Job cancelled." in cancelled.text
     row = jt.get_job(later.id)

@@ -102,7 +102,9 @@ def test_a_cancel_racing_a_completion_either_wins_or_is_refused(store: Store) ->
             asked: list[bool] = []
             barrier = threading.Barrier(2)
 
-            def cancel(job_id: int = job.id, token: int = claimed.attempts) -> None:
+            def cancel(job_id: int = job.id, token: int = claimed.attempts,
+                       asked: list[bool] = asked,
+                       barrier: threading.Barrier = barrier) -> None:
                 barrier.wait()
                 asked.append(other.request_cancel(job_id, token))
 

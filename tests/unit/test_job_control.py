@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobtable import UNSET, Discard, Ending, InvalidJobError, Retry, Snooze, WorkerJobConfig
-from jobtable import rules
+from jobtable import UNSET, Discard, Ending, InvalidJobError, Retry, Snooze, WorkerJobConfig, rules
 from jobtable.errors import ConfigError
 from jobtable.model import WorkerJob
 from jobtable.settings import Settings
@@ -116,7 +115,7 @@ def test_config_validation_of_the_retry_policies() -> None:
     assert got.max_retries == 2 and got.backoff == "exponential"
     assert WorkerJobConfig(type="send").validated(module, {"max_retries": 9}).max_retries is None
     assert WorkerJobConfig(type="send").validated({}, {"max_retries": 9}).max_retries == 9
-    with pytest.raises(InvalidJobError, match="max_retries must be None .* at least 0"):
+    with pytest.raises(InvalidJobError, match=r"max_retries must be None .* at least 0"):
         WorkerJobConfig(type="send", max_retries=-1).validated()
     with pytest.raises(InvalidJobError, match="MAX_RETRIES of job type 'send'"):
         WorkerJobConfig(type="send").validated({"max_retries": "many"})
