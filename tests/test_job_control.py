@@ -397,3 +397,47 @@ def test_schedule_takes_the_retry_policies_and_refuses_bad_ones(
     shown = run_cli("jobs", "show", str(retry.id), "--database", db_url)
     assert shown.returncode == 0, shown.stderr
     assert "retry 1 of 4" in shown.stdout and "exponential backoff from 10 s" in shown.stdout
+
+
+def test_hooks_tell_a_discard_an_exhaustion_and_a_cancel_apart(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"steer": """
+        import time
+        from jobtable import Discard, Retry
+
+        def run(params):
+            kind = params.job.data["kind"]
+            if kind == "discard":
+                raise Discard("not wanted")
+            if kind == "retry":
+                raise Retry(after=0)
+            while not params.cancelled.wait(0.05):
+                record(params.job.id, "waiting") if not count("waiting") else None
+            return None
+
+        def on_failure(params, error):
+            record(params.job.id, "on_failure", params.job.data["kind"])
+
+        def on_discard(params, error):
+            record(params.job.id, "on_discard", str(error))
+
+        def on_exhausted(params, error):
+            record(params.job.id, "on_exhausted", params.job.retry_count)
+    """})
+    side = Side(db_url, tmp_path)
+    with side.env(), open_table(db_url, jobs) as jt:
+        discard = jt.schedule_job(WorkerJobConfig(type="steer", data={"kind": "discard"}))
+        jt.schedule_job(WorkerJobConfig(type="steer", user_id=2, data={"kind": "retry"},
+                                        max_retries=1))
+        run_burst(jt)
+        assert side.job_ids("on_discard") == [discard.id]
+        [exhausted] = side.job_ids("on_exhausted")
+        assert _get(jt, exhausted).retry_count == 1 and side.count("on_failure") == 3
+        cancel = jt.schedule_job(WorkerJobConfig(type="steer", user_id=3,
+                                                 data={"kind": "cancel"}))
+        with BackgroundWorker(jt):
+            wait_until(lambda: side.count("waiting"), 30, "the job to start")
+            jt.cancel_job(cancel.id)
+            _assert_cancelled(jt, cancel.id)
+        assert side.job_ids("on_failure")[-1] == cancel.id
+        assert side.count("on_discard") == 1 and side.count("on_exhausted") == 1
