@@ -542,8 +542,9 @@ class JobTable:
         return created
 
     def cancel_jobs(self, job_ids: Sequence[int]) -> list[WorkerJob]:
-        """Cancel many jobs, each as ``cancel_job`` does; returns the rows cancelled.
-        Ids that cannot be cancelled (gone, or no longer pending) are skipped."""
+        """Cancel many jobs, each as ``cancel_job`` does; returns the rows cancelled (or,
+        for running jobs, asked to stop). Ids that cannot be cancelled (gone, or already
+        finished) are skipped."""
         cancelled = []
         for job_id in dict.fromkeys(job_ids):
             try:
