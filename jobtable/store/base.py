@@ -625,9 +625,9 @@ class Store(ABC):
         follow = [o for o in finishes if o.follow_up is not None]
         if not follow and not snoozes:
             with self.statement() as tx:
-                written = set(self._finish(tx, finishes, utcnow()))
-                self._notify_finished(tx, sorted(written))
-                return written
+                done = set(self._finish(tx, finishes, utcnow()))
+                self._notify_finished(tx, sorted(done))
+                return done
         with self.transaction() as tx:
             now = utcnow()
             # Locks first, then the outcomes: a scheduler of the same pair waits for the
