@@ -1,9 +1,14 @@
+# ruff: noqa: E402  (the early signal handler is installed before the imports)
 """jobtable: background jobs whose queue is a database table.
 
 A job type is a module in the jobs folder exposing ``run(params)``; jobs are rows
 of ``worker_jobs``, which is both the queue and the audit log. SQLite by default,
 PostgreSQL when many workers on many hosts share one database.
 """
+
+from jobtable import _early
+
+_early.install()  # first thing: a worker process stopped while starting exits 0
 
 from jobtable.client import JobTable
 from jobtable.cron import CronSchedule, parse_cron

@@ -34,7 +34,7 @@ from jobtable.reports import (
 from jobtable.routing import QueueInfo, is_paused
 from jobtable.settings import Settings, load_settings
 from jobtable.store import Store, open_store
-from jobtable.store.base import STATUSES, WorkerInfo
+from jobtable.store.base import STATUSES, RescueReport, WorkerInfo
 from jobtable.timeutil import parse_duration, to_timedelta, utcnow
 
 PURGE_BATCH = 1000
@@ -395,6 +395,14 @@ class JobTable:
         return [CronChain(current=job, previous=None if job.rescheduled_from_job is None
                           else store.get_job(job.rescheduled_from_job))
                 for job in store.cron_rows()]
+
+    def release_worker(self, worker_id: str) -> RescueReport:
+        """The worker process ``worker_id`` is known to be dead (its supervisor saw it
+        exit): make its running jobs pending again at once, each fenced by its claim, as
+        a rescue would after ``rescue_after``; forget its heartbeat."""
+        return self._ready().release_worker(
+            worker_id, self.settings.max_attempts,
+            charge_deaths=not self.settings.isolate_suspects)
 
     def live_workers(self, within: timedelta | None = None) -> list[WorkerInfo]:
         """Worker processes whose heartbeat is younger than ``within`` (by default the

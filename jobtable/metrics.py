@@ -12,7 +12,12 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from jobtable.client import JobTable
@@ -84,6 +89,11 @@ class TableCollector(Collector):
         yield GaugeMetricFamily("jobtable_worker_slots",
                                 "Jobs the live worker processes can run at once.",
                                 value=sum(w.concurrency for w in workers))
+        yield CounterMetricFamily(
+            "jobtable_event_loop_blocked_seconds",
+            "Time the live workers' event loops were blocked (an async def job calling "
+            "blocking code), from their heartbeat rows.",
+            value=sum(w.loop_blocked_ms for w in workers) / 1000)
 
 
 def _le(bound: float) -> str:

@@ -438,6 +438,11 @@ class WorkerJob:
     queue: str = "default"
     priority: int = 0
     trace_context: dict[str, str] | None = None
+    # Reliability (migration 0008): deaths of a process running this row that are
+    # charged to it (it ran alone, or isolation is off), and the longest time the
+    # worker's event loop was blocked while this job ran on it.
+    crashes: int = 0
+    loop_blocked_ms: int = 0
     inserted: bool = field(default=True, repr=False, compare=False, kw_only=True)
 
     @property

@@ -322,20 +322,68 @@ def plan_batch(jobs: Sequence[NewJob], pending: Sequence[WorkerJob] | None) -> B
                      cancel_ids=cancel_ids, matches=matches)
 
 
-def rescue(job: WorkerJob, now: datetime, max_attempts: int) -> Outcome | None:
+DEATH_LIMIT_FACTOR = 5
+CRASHED_MESSAGE = (
+    "Job abandoned: its process died {crashes} times while it ran alone or unisolated "
+    "(limit {limit}); not run again"
+)
+DEATHS_MESSAGE = (
+    "Job abandoned: claimed {attempts} times without finishing (limit {limit}: "
+    "{factor} x max_attempts); not run again"
+)
+SUPERSEDED_MESSAGE = (
+    "Job cancelled: its worker died while it ran, and job {newer} of the same type and "
+    "user was scheduled meanwhile; the newer job runs instead"
+)
+
+
+def rescue(job: WorkerJob, now: datetime, max_attempts: int, *,
+           charged: bool = True) -> Outcome | None:
     """What becomes of a row whose worker died (or that went stale).
 
-    None: it is made pending again (its attempts stay counted). Otherwise, once its
-    attempts reached ``max_attempts``, the failed outcome to write instead of looping;
-    a cron job's chain still continues at its next occurrence (no retry).
+    ``charged`` says whether this death counts against the job (``crashes``): True when
+    it ran alone or when isolation is off, so its own code may have killed the process;
+    False when it merely shared a worker that died (with isolation on, it runs again
+    alone and only a crash there is charged).
+
+    None: it is made pending again. Otherwise the failed outcome to write instead of
+    looping, once its charged crashes reach ``max_attempts``, or once it was claimed
+    ``DEATH_LIMIT_FACTOR`` x ``max_attempts`` times without finishing (a safety net for a
+    job that never crashes alone yet always ends with its worker dead, e.g. one that
+    kills its worker from its child). A cron job's chain still continues at its next
+    occurrence (no retry).
     """
     if job.cancel_requested is not None:
         return cancelled(job, now)
-    if job.attempts < max_attempts:
+    crashes = job.crashes + (1 if charged else 0)
+    if crashes >= max_attempts:
+        error = CRASHED_MESSAGE.format(crashes=crashes, limit=max_attempts)
+    elif job.attempts >= DEATH_LIMIT_FACTOR * max_attempts:
+        error = DEATHS_MESSAGE.format(attempts=job.attempts,
+                                      limit=DEATH_LIMIT_FACTOR * max_attempts,
+                                      factor=DEATH_LIMIT_FACTOR)
+    else:
         return None
-    error = ABANDONED_MESSAGE.format(attempts=job.attempts, limit=max_attempts)
     return Outcome(job=job, success=False, result={"error": error, "exception": "Abandoned"},
                    follow_up=follow_up(job, success=False, now=now, retry=False))
+
+
+def rescue_cancel(job: WorkerJob, newer: Sequence[WorkerJob]) -> str | None:
+    """Why a rescued row must be cancelled rather than run again, or None.
+
+    A job of its pair was scheduled while it ran that would have replaced it had it
+    been pending (rule 2: a cron job replaces any row of the pair, a one-off only
+    one-offs), so running it again would run both. ``newer`` are the rows of the pair
+    with a larger id. (A row whose cancel was requested is ended by ``rescue``.)
+    """
+    if job.started is None:
+        return None
+    for other in newer:
+        if (other.id > job.id and other.created_at >= job.started
+                and other.on_conflict == "replace"
+                and (other.cron_schedule is not None or job.cron_schedule is None)):
+            return SUPERSEDED_MESSAGE.format(newer=other.id)
+    return None
 
 
 def is_stale(job: WorkerJob, stale_cutoff: datetime) -> bool:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from jobtable.process import PARENT_ENV, ChildProcess, parent_alive
 
 log = logging.getLogger("jobtable.supervisor")
-__all__ = ["PARENT_ENV", "Supervisor", "child_command", "resolve_processes", "watch_parent"]
+__all__ = ["PARENT_ENV", "WORKER_ID_ENV", "Supervisor", "backoff", "child_command",
+           "resolve_processes", "watch_parent"]
 
 
 def resolve_processes(value: str | int) -> int:
@@ -32,21 +35,44 @@ def resolve_processes(value: str | int) -> int:
     return number
 
 
+WORKER_ID_ENV = "JOBTABLE_WORKER_ID"
+QUICK_DEATH = 5.0  # a child that dies sooner than this after starting may be crash-looping
+
+
+def backoff(quick_deaths: int) -> float:
+    """Seconds before restarting a child after ``quick_deaths`` deaths in a row, each
+    soon after its start: at once for the first (a kill is not a crash loop), then
+    doubling from 0.5 s up to 10 s."""
+    if quick_deaths <= 1:
+        return 0.1
+    return min(10.0, 0.5 * 2.0 ** (quick_deaths - 2))
+
+
 @dataclass
 class _Child:
     index: int
     proc: ChildProcess
+    worker_id: str
     started: float = field(default_factory=time.monotonic)
     failures: int = 0
 
 
 class Supervisor:
-    """Keep ``count`` copies of ``command`` running until told to stop."""
+    """Keep ``count`` copies of ``command`` running until told to stop.
 
-    def __init__(self, command: Sequence[str], count: int, grace_seconds: float) -> None:
+    Each child gets its worker id in ``JOBTABLE_WORKER_ID``. When one dies unasked,
+    ``on_death(worker_id)`` is called at once (the worker command releases that
+    worker's running jobs, so they run again without waiting for ``rescue_after``),
+    then the child is restarted; a child dying again and again soon after its start
+    is restarted with a growing delay.
+    """
+
+    def __init__(self, command: Sequence[str], count: int, grace_seconds: float, *,
+                 on_death: Callable[[str], None] | None = None) -> None:
         self.command = list(command)
         self.count = count
         self.grace = grace_seconds
+        self.on_death = on_death
         self.children: dict[int, _Child] = {}
         self._stopping = False
         self._signals = 0
@@ -54,9 +80,22 @@ class Supervisor:
     def _spawn(self, index: int, failures: int = 0) -> None:
         # Own session: a terminal's Ctrl-C reaches the supervisor only, which then
         # stops every child once (a second signal would mean "force").
-        proc = ChildProcess.start(self.command)
-        self.children[index] = _Child(index=index, proc=proc, failures=failures)
-        log.info("started worker process %d (pid %d)", index, proc.pid)
+        worker_id = (f"{socket.gethostname()}-{os.getpid()}-{index}-"
+                     f"{uuid.uuid4().hex[:8]}")
+        proc = ChildProcess.start(self.command, env={**os.environ, WORKER_ID_ENV: worker_id})
+        self.children[index] = _Child(index=index, proc=proc, worker_id=worker_id,
+                                      failures=failures)
+        log.info("started worker process %d (pid %d, worker %s)", index, proc.pid, worker_id)
+
+    def _released(self, child: _Child) -> None:
+        if self.on_death is None:
+            return
+        try:
+            self.on_death(child.worker_id)
+        except Exception as exc:
+            log.error("could not release the jobs of worker %s (%s); they are rescued "
+                      "after rescue_after", child.worker_id, str(exc).splitlines()[0]
+                      if str(exc) else type(exc).__name__)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._signals += 1
@@ -69,6 +108,10 @@ class Supervisor:
         """Supervise until stopped; return 0 when every child stopped cleanly."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        from jobtable import _early
+
+        if _early.stop_requested():  # stopped while starting: nothing to stop yet
+            return 0
         for index in range(self.count):
             self._spawn(index)
         restart_at: dict[int, tuple[float, int]] = {}
@@ -82,12 +125,13 @@ class Supervisor:
                     continue
                 if self._stopping:
                     continue
-                # Back off only for a crash loop (a child dying soon after it started).
+                # Back off only for a crash loop (deaths in a row, each soon after start).
                 lived = time.monotonic() - child.started
-                failures = 0 if lived > 10 else child.failures + 1
-                delay = min(10.0, 0.25 * 2 ** (failures - 1)) if failures else 0.1
+                failures = 0 if lived > QUICK_DEATH else child.failures + 1
+                delay = backoff(failures)
                 log.error("worker process %d (pid %d) exited with %s; restarting in %.1fs",
                           index, child.proc.pid, code, delay)
+                self._released(child)
                 restart_at[index] = (time.monotonic() + delay, failures)
                 del self.children[index]
             if self._stopping:

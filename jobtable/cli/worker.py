@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from jobtable import _early
 from jobtable.cli.options import (
     database_options,
     friendly_errors,
@@ -24,6 +25,7 @@ from jobtable.client import JobTable
 from jobtable.settings import load_settings
 from jobtable.supervisor import (
     PARENT_ENV,
+    WORKER_ID_ENV,
     Supervisor,
     child_command,
     resolve_processes,
@@ -76,13 +78,46 @@ def worker(database: str | None, jobs: str | None, app: str | None, concurrency:
         argv = [a for a in sys.argv[1:]]
         argv = _strip_option(argv, ("--processes", "-p"))
         os.environ["JOBTABLE_WORKER_COUNT"] = "1"
-        code = Supervisor(child_command(argv), count,
-                          settings.grace_period.total_seconds()).run()
+        releaser = _Releaser(settings)
+        try:
+            code = Supervisor(child_command(argv), count,
+                              settings.grace_period.total_seconds(),
+                              on_death=releaser.release).run()
+        finally:
+            releaser.close()
         sys.exit(code)
     if count > 1 and burst:
         raise click.UsageError("--burst runs in one process; drop --processes")
+    if _early.stop_requested():
+        log.info("stopped while starting")
+        sys.exit(0)
     code = asyncio.run(_run_worker_process(settings, burst))
     sys.exit(code)
+
+
+class _Releaser:
+    """The supervisor's side of a child's death: release that worker's running jobs
+    through a ``JobTable`` opened on first use."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self._table: JobTable | None = None
+
+    def release(self, worker_id: str) -> None:
+        if self._table is None:
+            self._table = JobTable(settings=self.settings)
+        report = self._table.release_worker(worker_id)
+        if report.reset:
+            log.warning("released jobs %s of worker %s, which died", report.reset, worker_id)
+        if report.cancelled:
+            log.warning("cancelled jobs %s of worker %s, which died: cancelled or "
+                        "superseded while they ran", report.cancelled, worker_id)
+        if report.failed:
+            log.error("gave up on jobs %s of worker %s, which died", report.failed, worker_id)
+
+    def close(self) -> None:
+        if self._table is not None:
+            self._table.close()
 
 
 def _strip_option(argv: list[str], names: tuple[str, ...]) -> list[str]:
@@ -103,10 +138,14 @@ def _strip_option(argv: list[str], names: tuple[str, ...]) -> list[str]:
 
 async def _run_worker_process(settings: Any, burst: bool) -> int:
     jt = await asyncio.to_thread(JobTable, settings=settings)
-    worker = Worker(jt, burst=burst)
+    # A supervisor names its child's worker id, so that it can release the child's
+    # jobs when it dies; the variable is not passed on (to isolated children).
+    worker = Worker(jt, burst=burst, worker_id=os.environ.pop(WORKER_ID_ENV, None) or None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)
+    if _early.stop_requested():
+        worker.request_stop()
     parent = os.environ.get(PARENT_ENV)
 
     async def orphan_guard() -> None:

@@ -150,6 +150,7 @@ class WorkerInfo:
     concurrency: int
     started: datetime
     last_seen: datetime
+    loop_blocked_ms: int = 0  # total time its event loop was seen blocked
 
 
 # The table is bloating when its dead rows exceed this share of its live rows (and
@@ -188,6 +189,7 @@ class RescueReport:
 
     reset: list[int]
     failed: list[int]
+    cancelled: list[int] = dataclasses.field(default_factory=list)
 
 
 class Wakeups:
@@ -540,7 +542,9 @@ class Store(ABC):
                     rows += tx.q("claim", **params)
                 else:
                     rows += tx.q("claim_queue", queue=queue, **params)
-        jobs = [self.to_job(r) for r in rows]
+        jobs, broken = self._decode(rows)
+        if broken:
+            self.fail_unreadable(broken)
         jobs.sort(key=lambda j: (j.priority, j.due, j.id))
         return jobs
 
@@ -612,6 +616,40 @@ class Store(ABC):
         """Starts of a rate-limited ``job_type`` counted since ``since``."""
         return int(self.read("rate_starts", type=job_type, since=self._t(since))[0]["n"])
 
+    def _decode(self, rows: Sequence[Row]) -> tuple[list[WorkerJob], list[tuple[Row, str]]]:
+        """The rows as jobs, one by one: a row that cannot be read (its data is not valid
+        JSON, a value out of range) is set aside with the reason instead of failing all."""
+        jobs: list[WorkerJob] = []
+        broken: list[tuple[Row, str]] = []
+        for row in rows:
+            try:
+                jobs.append(self.to_job(row))
+            except Exception as exc:
+                broken.append((row, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]))
+        return jobs, broken
+
+    def fail_unreadable(self, broken: Sequence[tuple[Row, str]]) -> set[int]:
+        """Fail rows (as claimed, with their ``attempts``) that cannot be read, fenced by
+        that claim, with an error naming the problem; returns the ids written."""
+        with self.statement() as tx:
+            return self._fail_rows(tx, broken, utcnow())
+
+    def _fail_rows(self, tx: Tx, broken: Sequence[tuple[Row, str]], now: datetime) -> set[int]:
+        outcomes = []
+        for row, problem in broken:
+            stand_in = WorkerJob(
+                id=int(row["id"]), type=str(row["type"]), user_id=0, data={}, due=now,
+                started=None, finished=None, remove_at=None, success=None, result=None,
+                cron_schedule=None, cron_timezone=None, auto_reschedule_on_failure=False,
+                auto_reschedule_on_failure_delay=0, remove_delay=0,
+                rescheduled_from_job=None, cancelled=False, attempts=int(row["attempts"]),
+                claimed_by=None, declared=False, created_at=now, updated_at=now)
+            outcomes.append(Outcome(job=stand_in, success=False, result={
+                "error": f"the row of job {stand_in.id} cannot be read, so it cannot run: "
+                         f"{problem}",
+                "exception": "UnreadableRow"}))
+        return self._finish(tx, outcomes, now)
+
     def complete(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one transaction, with their follow-up rows.
 
@@ -657,14 +695,15 @@ class Store(ABC):
             self._notify_finished(tx, sorted(written))
         return set(written) | snoozed
 
-    def release_claim(self, job_id: int, token: int) -> bool:
+    def release_claim(self, job_id: int, token: int, *, crashed: bool = False) -> bool:
         """Make a claimed job pending again (its attempt stays counted), if the claim is
-        still current."""
+        still current; ``crashed`` charges the job a crash (it crashed running alone)."""
         with self.transaction() as tx:
             rows = tx.q("get_job", id=job_id)
-            if not rows or self.to_job(rows[0]).attempts != token:
+            if not rows or int(rows[0]["attempts"]) != token:
                 return False
-            tx.q("reset_claim", id=job_id, token=token, now=self._t(utcnow()))
+            tx.q("reset_claim_crashed" if crashed else "reset_claim", id=job_id, token=token,
+                 now=self._t(utcnow()))
         return True
 
     def release_unknown_claims(self, worker_id: str, running: set[int]) -> list[int]:
@@ -704,32 +743,90 @@ class Store(ABC):
         rows = self.read("live_workers", alive=self._t(utcnow() - within))
         return [WorkerInfo(id=r["id"], host=r["host"], pid=r["pid"],
                            concurrency=r["concurrency"], started=self._time(r["started"]),
-                           last_seen=self._time(r["last_seen"])) for r in rows]
+                           last_seen=self._time(r["last_seen"]),
+                           loop_blocked_ms=int(r.get("loop_blocked_ms") or 0)) for r in rows]
 
-    def rescue(self, dead_after: timedelta,
-               max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> RescueReport:
+    def rescue(self, dead_after: timedelta, max_attempts: int = DEFAULT_MAX_ATTEMPTS, *,
+               seen_since: datetime | None = None, charge_deaths: bool = True
+               ) -> RescueReport:
         """Make jobs of dead workers (and stale jobs) pending again, or fail them for good.
 
-        A job whose attempts reached ``max_attempts`` is failed instead of looping;
-        a cron job's chain still continues at its next occurrence.
+        A worker is dead when its last heartbeat is older than ``dead_after``; with
+        ``seen_since``, only workers last seen at or after it count (the caller could
+        reach the database since then, so their silence is not an outage's).
+        ``charge_deaths`` counts each death against the job (see ``rules.rescue``); a
+        job given up on is failed, a cron job's chain still continues at its next
+        occurrence. A job cancelled or superseded while it ran is cancelled instead.
         """
         with self.transaction() as tx:
             now = utcnow()
-            rows = tx.q("abandoned", stale=self._t(self.stale_cutoff(now)),
-                        dead=self._t(now - dead_after))
-            reset, failed = [], []
-            to_fail: list[Outcome] = []
-            for job in (self.to_job(r) for r in rows):
-                given_up = rules.rescue(job, now, max_attempts)
-                if given_up is not None:
-                    to_fail.append(given_up)
-                else:
-                    tx.q("reset_claim", id=job.id, token=job.attempts, now=self._t(now))
-                    reset.append(job.id)
-            tx.q("delete_dead_workers", dead=self._t(now - dead_after))
-        if to_fail:
-            failed = sorted(self.complete(to_fail))
-        return RescueReport(reset=reset, failed=failed)
+            dead = self._t(now - dead_after)
+            since = self._t(seen_since or datetime(1970, 1, 1, tzinfo=now.tzinfo))
+            rows = tx.q("abandoned", stale=self._t(self.stale_cutoff(now)), dead=dead,
+                        seen_since=since)
+            report, to_fail = self._rescue_rows(tx, rows, now, max_attempts, charge_deaths)
+            tx.q("delete_dead_workers", dead=dead, seen_since=since)
+        return self._give_up(report, to_fail)
+
+    def release_worker(self, worker_id: str, max_attempts: int = DEFAULT_MAX_ATTEMPTS, *,
+                       charge_deaths: bool = False) -> RescueReport:
+        """The worker process ``worker_id`` is known to be dead (its parent saw it exit):
+        make its running jobs pending again at once, each fenced by its current claim
+        (``rules.rescue`` decides as for any rescue), and forget its heartbeat."""
+        with self.transaction() as tx:
+            now = utcnow()
+            rows = tx.q("running_of_worker", worker=worker_id)
+            report, to_fail = self._rescue_rows(tx, rows, now, max_attempts, charge_deaths)
+            tx.q("unregister_worker", id=worker_id)
+        return self._give_up(report, to_fail)
+
+    def _rescue_rows(self, tx: Tx, rows: Sequence[Row], now: datetime, max_attempts: int,
+                     charge: bool) -> tuple[RescueReport, list[Outcome]]:
+        reset: list[int] = []
+        cancelled: list[int] = []
+        to_fail: list[Outcome] = []
+        jobs, broken = self._decode(rows)
+        # Unreadable rows cannot run: failed, not reset to loop forever.
+        unreadable = sorted(self._fail_rows(tx, broken, now)) if broken else []
+        t = self._t(now)
+        for job in jobs:
+            newer = [] if job.started is None else self._decode(tx.q(
+                "newer_for_pair", type=job.type, user_id=job.user_id, id=job.id,
+                since=self._t(job.started)))[0]
+            why = rules.rescue_cancel(job, newer)
+            if why is not None:
+                tx.q("cancel_claimed", id=job.id, token=job.attempts, now=t,
+                     result=self._json({"error": why}))
+                cancelled.append(job.id)
+                continue
+            given_up = rules.rescue(job, now, max_attempts, charged=charge)
+            if given_up is not None:
+                to_fail.append(given_up)
+            else:
+                tx.q("reset_claim_crashed" if charge else "reset_claim", id=job.id,
+                     token=job.attempts, now=t)
+                reset.append(job.id)
+        return RescueReport(reset=reset, failed=unreadable, cancelled=cancelled), to_fail
+
+    def _give_up(self, report: RescueReport, to_fail: list[Outcome]) -> RescueReport:
+        failed = sorted(self.complete(to_fail)) if to_fail else []
+        return RescueReport(reset=report.reset, failed=sorted(report.failed + failed),
+                            cancelled=report.cancelled)
+
+    def mark_loop_blocked(self, worker_id: str, job_ids: Sequence[int], blocked_ms: int,
+                          added_ms: int) -> None:
+        """Record a blocked event loop: on each job that ran on it, the longest block
+        seen (``blocked_ms``); on the worker's heartbeat row, ``added_ms`` more in total."""
+        with self.transaction() as tx:
+            for job_id in job_ids:
+                tx.q("mark_loop_blocked", id=job_id, ms=blocked_ms)
+            if added_ms:
+                tx.q("worker_loop_blocked", id=worker_id, ms=added_ms)
+
+    def heartbeat_store(self) -> Store:
+        """A store for a heartbeat thread: one whose connection the rest of the process
+        never holds (this store itself where heartbeats already use their own)."""
+        return self
 
     def cleanup(self, failed_retention: timedelta, keep_id: int = 0,
                 batch: int = 5000) -> int:

@@ -74,7 +74,39 @@ class _PgTx:
         cur = self.conn.execute(sql, params, prepare=True)
         if cur.description is None:
             return []
-        return cur.fetchall()
+        try:
+            return cur.fetchall()
+        except psycopg.DataError:
+            return _rows_one_by_one(cur)
+
+
+UNREADABLE = "__unreadable__"
+
+
+def _rows_one_by_one(cur: psycopg.Cursor[Row]) -> list[Row]:
+    """The rows of a result one of which the driver cannot load (a timestamp past year
+    9999, say): the others as usual, each bad one as its raw ``id``, ``type`` and
+    ``attempts`` and the reason under ``UNREADABLE`` (``to_job`` refuses it, so that a
+    claim or a rescue can fail that row alone)."""
+    result = cur.pgresult
+    assert result is not None and cur.description is not None
+    names = [d.name for d in cur.description]
+    rows: list[Row] = []
+    for index in range(result.ntuples):
+        cur.scroll(index, mode="absolute")
+        try:
+            row = cur.fetchone()
+        except psycopg.DataError as exc:
+            raw: Row = {UNREADABLE: _first_line(exc)}
+            for column in ("id", "type", "attempts"):
+                if column in names:
+                    value = result.get_value(index, names.index(column))
+                    raw[column] = None if value is None else bytes(value).decode()
+            rows.append(raw)
+            continue
+        if row is not None:
+            rows.append(row)
+    return rows
 
 
 class PostgresStore(Store):
@@ -252,6 +284,8 @@ class PostgresStore(Store):
         return Jsonb(value)
 
     def to_job(self, row: Row) -> WorkerJob:
+        if UNREADABLE in row:
+            raise ValueError(row[UNREADABLE])
         # Timestamps in UTC whatever the session's time zone (a connection of the
         # application's may have its own).
         values: dict[str, Any] = {k: row[k] for k in JOB_COLUMNS}

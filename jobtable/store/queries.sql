@@ -28,7 +28,7 @@ DELETE FROM worker_processes WHERE id = :id
 SELECT * FROM worker_processes WHERE last_seen >= :alive ORDER BY started
 
 -- name: delete_dead_workers
-DELETE FROM worker_processes WHERE last_seen < :dead
+DELETE FROM worker_processes WHERE last_seen < :dead AND last_seen >= :seen_since
 
 -- name: reset_claim
 -- A rescued job becomes pending again; its attempts stay counted. A cancel request
@@ -46,6 +46,39 @@ SET due = :due, started = NULL, claimed_by = NULL, attempts = attempts - 1,
     updated_at = :now
 WHERE id = :id AND attempts = :token AND finished IS NULL AND cancel_requested IS NULL
 RETURNING id
+
+-- name: reset_claim_crashed
+-- As reset_claim, and the job is charged a crash (it ran alone, or isolation is off).
+UPDATE worker_jobs
+SET started = NULL, claimed_by = NULL, cancel_requested = NULL, crashes = crashes + 1,
+    updated_at = :now
+WHERE id = :id AND attempts = :token AND finished IS NULL
+
+-- name: cancel_claimed
+-- A running row whose worker died, cancelled (fenced by its claim) instead of rescued.
+UPDATE worker_jobs
+SET finished = :now, success = FALSE, cancelled = TRUE, result = :result, updated_at = :now
+WHERE id = :id AND attempts = :token AND finished IS NULL
+
+-- name: running_of_worker
+SELECT * FROM worker_jobs
+WHERE claimed_by = :worker AND finished IS NULL AND started IS NOT NULL
+ORDER BY id
+
+-- name: newer_for_pair
+-- Rows of the pair scheduled after :id while it ran (created at or after :since).
+SELECT * FROM worker_jobs
+WHERE type = :type AND user_id = :user_id AND id > :id AND created_at >= :since
+ORDER BY id
+LIMIT 100
+
+-- name: mark_loop_blocked
+UPDATE worker_jobs
+SET loop_blocked_ms = CASE WHEN loop_blocked_ms < :ms THEN :ms ELSE loop_blocked_ms END
+WHERE id = :id
+
+-- name: worker_loop_blocked
+UPDATE worker_processes SET loop_blocked_ms = loop_blocked_ms + :ms WHERE id = :id
 
 -- name: cancel_by_id
 UPDATE worker_jobs

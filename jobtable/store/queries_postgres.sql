@@ -117,7 +117,8 @@ WHERE id = ANY(:ids::bigint[]) AND num_nulls(finished) = 1 AND cancel_requested 
 SELECT * FROM worker_jobs
 WHERE finished IS NULL AND started IS NOT NULL
   AND (started < :stale
-       OR claimed_by IN (SELECT id FROM worker_processes WHERE last_seen < :dead))
+       OR claimed_by IN (SELECT id FROM worker_processes
+                         WHERE last_seen < :dead AND last_seen >= :seen_since))
 ORDER BY id
 FOR UPDATE SKIP LOCKED
 

@@ -127,7 +127,8 @@ WHERE id IN (SELECT value FROM json_each(:ids))
 SELECT * FROM worker_jobs
 WHERE finished IS NULL AND started IS NOT NULL
   AND (started < :stale
-       OR claimed_by IN (SELECT id FROM worker_processes WHERE last_seen < :dead))
+       OR claimed_by IN (SELECT id FROM worker_processes
+                         WHERE last_seen < :dead AND last_seen >= :seen_since))
 ORDER BY id
 
 -- name: delete_removable

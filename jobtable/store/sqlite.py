@@ -131,6 +131,11 @@ class SqliteStore(Store):
         with self._lock:
             self._conn.close()
 
+    def heartbeat_store(self) -> Store:
+        """A second store on the same file: its own connection and lock, so that a
+        heartbeat never waits for this store's lock (the caller closes it)."""
+        return SqliteStore(self.url, stale_limit=self.stale_limit)
+
     # -- worker support: wake-ups and driver errors ---------------------------------
 
     def finish_watch(self) -> FinishWatch:
@@ -195,6 +200,7 @@ class SqliteStore(Store):
             priority=row["priority"],
             trace_context=None if row["trace_context"] is None
             else json.loads(row["trace_context"]),
+            crashes=row["crashes"], loop_blocked_ms=row["loop_blocked_ms"],
         )
 
     def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:

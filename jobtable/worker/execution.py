@@ -35,7 +35,8 @@ _JOB_LOGS = logging.getLogger("jobtable.job")
 @dataclass(frozen=True, slots=True)
 class RunResult:
     """How one run ended. ``retry`` is False when a retry must not be scheduled;
-    ``release`` gives the job back, pending again, instead of finishing it.
+    ``release`` gives the job back, pending again, instead of finishing it; ``crashed``
+    charges the job a crash (it crashed its process running alone).
 
     ``signal`` tells what the job asked for: ``retry``, ``discard`` or ``snooze`` (it
     raised ``Retry``, ``Discard`` or ``Snooze``; ``after`` in seconds), or
@@ -50,6 +51,7 @@ class RunResult:
     signal: str | None = None
     after: float | None = None
     returned: bool = False
+    crashed: bool = False
 
 
 def job_logger(job: WorkerJob) -> logging.Logger:

@@ -17,9 +17,15 @@ from typing import Any, TypeVar
 
 from jobtable import rules
 from jobtable.client import JobTable
-from jobtable.model import Outcome, WorkerJob
+from jobtable.model import Ending, Outcome, WorkerJob
 from jobtable.timeutil import utcnow
-from jobtable.worker.execution import RunResult, crash_hooks, job_timeout, run_job
+from jobtable.worker.execution import (
+    RunResult,
+    crash_hooks,
+    describe_failure,
+    job_timeout,
+    run_job,
+)
 from jobtable.worker.shared import Shared
 
 log = logging.getLogger("jobtable.worker")
@@ -71,6 +77,8 @@ class JobExecutor:
         self.tokens: dict[int, int] = {}  # running job id -> its claim's token
         self._cancel_events: dict[int, threading.Event] = {}
         self._interruptible: set[int] = set()  # async or isolated: cancel their task
+        self.on_loop: set[int] = set()  # async jobs running on this loop
+        self._isolated_slots: asyncio.Semaphore | None = None
         self.forced = False
         self.lingering = 0
         self._threads = _JobThreads(shared.concurrency)
@@ -136,17 +144,46 @@ class JobExecutor:
         self.shared.slot_free.set()
 
     async def _execute(self, job: WorkerJob) -> None:
-        run = await self._run_job(job)
+        try:
+            run = await self._run_job(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Whatever went wrong outside the job's own code, the row is finished with
+            # the reason rather than left running until the stale limit.
+            log.exception("job %d could not be run", job.id)
+            run = RunResult(False, {**describe_failure(exc),
+                                    "error": f"the worker could not run job {job.id}: "
+                                             f"{type(exc).__name__}: {exc}"[:2000]})
         if run.release:
-            await self._release(job)
+            await self._release(job, crashed=run.crashed)
             return
-        outcome = self.outcome(job, run)
+        if run.crashed:
+            await self._retrying("charge a crash", self.shared.store.charge_crash, job.id,
+                                 job.attempts)
+        try:
+            outcome = self.outcome(job, run)
+        except Exception as exc:
+            outcome = self._chain_broken(job, run, exc)
         if outcome.snooze_until is None:
             if outcome.success:
                 self.shared.stats.succeeded += 1
             else:
                 self.shared.stats.failed += 1
         self.report(outcome)
+
+    @staticmethod
+    def _chain_broken(job: WorkerJob, run: RunResult, exc: Exception) -> Outcome:
+        """The outcome of a run whose follow-up cannot be built (an invalid
+        cron_schedule or cron_timezone): the run keeps its own outcome, the chain stops
+        here and its result says why (``chain_error``)."""
+        problem = f"the chain cannot continue: {type(exc).__name__}: {exc}"[:2000]
+        log.error("job %d: %s", job.id, problem)
+        result = run.result
+        result = ({**result, "chain_error": problem} if isinstance(result, dict)
+                  else {"result": result, "chain_error": problem})
+        return Outcome(job=job, success=run.success, result=result,
+                       ending=Ending.SUCCEEDED if run.success else Ending.FAILED)
 
     @staticmethod
     def outcome(job: WorkerJob, run: RunResult) -> Outcome:
@@ -162,12 +199,14 @@ class JobExecutor:
                             force=run.signal == "retry", after=after,
                             discarded=run.signal == "discard", jitter=jitter)
 
-    async def _release(self, job: WorkerJob) -> None:
-        """Give a claimed job back: pending again, its attempt counted."""
+    async def _release(self, job: WorkerJob, *, crashed: bool = False) -> None:
+        """Give a claimed job back: pending again, its attempt counted (and a crash,
+        when it crashed running alone)."""
         delay = 0.05
         while True:
             try:
-                await asyncio.to_thread(self.shared.store.release_claim, job.id, job.attempts)
+                await asyncio.to_thread(self.shared.store.release_claim, job.id, job.attempts,
+                                        crashed=crashed)
                 break
             except Exception as exc:
                 await self.shared.database_trouble("release", exc, delay)
@@ -180,15 +219,19 @@ class JobExecutor:
         grace = self.settings.grace_period.total_seconds()
         cancelled = self._cancel_events[job.id]
         if job.attempts > 1 and self.settings.isolate_suspects:
-            # Imported here: the child process runs that module as its main.
-            from jobtable.worker.isolated import run_isolated
+            # Imported here: only a worker that meets a suspect needs it.
+            from jobtable.worker.isolated import isolated_slots, run_isolated
+
+            if self._isolated_slots is None:
+                self._isolated_slots = asyncio.Semaphore(isolated_slots())
 
             # Claimed before and never finished: it may be what killed a worker.
             self._interruptible.add(job.id)
             try:
                 result = await run_isolated(
                     self.settings, job, timeout, grace,
-                    last_attempt=job.attempts >= self.settings.max_attempts)
+                    last_attempt=job.crashes + 1 >= self.settings.max_attempts,
+                    slots=self._isolated_slots)
             except asyncio.CancelledError:
                 # The child was stopped (SIGTERM, then SIGKILL after the grace).
                 if cancelled.is_set():
@@ -198,7 +241,23 @@ class JobExecutor:
             await crash_hooks(self.jt, self.app, job, result, self._threads, timeout)
             return result
         job_type = self.jt.registry.get(job.type)
-        if job_type is not None and job_type.is_async:
-            self._interruptible.add(job.id)
-        return await run_job(self.jt, self.app, job, self._threads, timeout, grace,
-                             cancelled)
+        if job_type is None or not job_type.is_async:
+            return await run_job(self.jt, self.app, job, self._threads, timeout, grace,
+                                 cancelled)
+        self._interruptible.add(job.id)
+        self.on_loop.add(job.id)
+        try:
+            return await run_job(self.jt, self.app, job, self._threads, timeout, grace,
+                                 cancelled)
+        finally:
+            self.on_loop.discard(job.id)
+
+    def jobs_on_loop(self) -> list[int]:
+        """Ids of the ``async def`` jobs running on this worker's event loop (safe to
+        call from another thread)."""
+        for _ in range(5):
+            try:
+                return sorted(self.on_loop)
+            except RuntimeError:  # changed while copied; try again
+                continue
+        return []

@@ -23,7 +23,12 @@ from typing import Any
 
 from jobtable import logs
 from jobtable.model import WorkerJob
-from jobtable.process import AsyncChildProcess, describe_exit, die_with_parent
+from jobtable.process import (
+    ORPHAN_EXIT_CODE,
+    AsyncChildProcess,
+    describe_exit,
+    die_with_parent,
+)
 from jobtable.settings import Settings
 from jobtable.worker.execution import RunResult
 
@@ -39,19 +44,39 @@ def _settings_to_json(settings: Settings) -> dict[str, Any]:
     return out
 
 
+def isolated_slots() -> int:
+    """How many isolated children may run at once: half the CPUs this process may use
+    (at least one), so that a mass rescue does not start a Python process per job."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // 2)
+
+
 async def run_isolated(settings: Settings, job: WorkerJob, timeout: float, grace: float, *,
-                       last_attempt: bool) -> RunResult:
+                       last_attempt: bool, slots: asyncio.Semaphore | None = None
+                       ) -> RunResult:
     """Run ``job`` in a child process and return how it ended.
 
-    If the child crashes, the job is given back to run again (alone again) unless this
-    was its last attempt; then it is failed for good.
+    ``slots`` bounds the children running at once (the job waits for one). If the child
+    crashes, the job is given back, charged a crash, to run again (alone again) unless
+    this was its last attempt; then it is failed for good.
     """
+    if slots is None:
+        return await _run_isolated(settings, job, timeout, grace, last_attempt=last_attempt)
+    async with slots:
+        return await _run_isolated(settings, job, timeout, grace, last_attempt=last_attempt)
+
+
+async def _run_isolated(settings: Settings, job: WorkerJob, timeout: float, grace: float, *,
+                        last_attempt: bool) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="jobtable-") as folder:
         out = Path(folder) / "result.json"
         spec = {"settings": _settings_to_json(settings), "job_id": job.id,
                 "token": job.attempts, "timeout": timeout, "grace": grace, "out": str(out)}
         child = await AsyncChildProcess.start(
-            [sys.executable, "-m", "jobtable.worker.isolated"], stdin=asyncio.subprocess.PIPE)
+            [sys.executable, "-m", "jobtable.worker._child"], stdin=asyncio.subprocess.PIPE)
         stdin = child.proc.stdin
         assert stdin is not None
         try:
@@ -65,15 +90,16 @@ async def run_isolated(settings: Settings, job: WorkerJob, timeout: float, grace
         if code == 0 and out.exists():
             return RunResult(**json.loads(out.read_text()))
     how = describe_exit(code)
+    crashes = job.crashes + 1
     if not last_attempt:
-        log.warning("job %d crashed its isolated process (%s) on attempt %d; it will run "
-                    "again", job.id, how, job.attempts)
-        return RunResult(False, None, release=True)
-    log.error("job %d crashed its isolated process (%s) on attempt %d; failing it for good",
-              job.id, how, job.attempts)
+        log.warning("job %d crashed its isolated process (%s), crash %d running alone; it "
+                    "will run again", job.id, how, crashes)
+        return RunResult(False, None, release=True, crashed=True)
+    log.error("job %d crashed its isolated process (%s), crash %d running alone; failing "
+              "it for good", job.id, how, crashes)
     return RunResult(False, {
-        "error": f"Job crashed its process ({how}) on each of {job.attempts} attempts; "
-                 "it is not retried",
+        "error": f"Job crashed its process ({how}) {crashes} times running alone "
+                 f"(attempt {job.attempts}); it is not retried",
         "exception": "WorkerCrash"}, retry=False)
 
 
@@ -99,7 +125,11 @@ async def _child(spec: dict[str, Any]) -> RunResult:
 
 def main() -> None:
     """Entry point of the child: read the spec on stdin, write the outcome to a file."""
-    spec = json.loads(sys.stdin.read())
+    try:
+        spec = json.loads(sys.stdin.read())
+    except (ValueError, OSError):
+        # The worker died while sending the job: nothing to run, nobody to tell.
+        sys.exit(ORPHAN_EXIT_CODE)
     # Never outlive the worker: a job still running after its worker died would run
     # twice at once once the job is rescued.
     die_with_parent()

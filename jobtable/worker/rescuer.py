@@ -1,73 +1,189 @@
-"""The rescuer: this worker's heartbeat, and the rescue of jobs whose workers stopped
-responding, once this worker has itself reached the database for a whole rescue window."""
+"""The rescuer: this worker's heartbeat, the rescue of jobs whose workers stopped
+responding, and the watchdog of the event loop.
+
+Heartbeat and rescue run on a thread of their own with a database connection of their
+own, not on the event loop: a job that blocks the loop (an ``async def`` job calling
+``time.sleep``) cannot stop them, so a live worker process is never taken for dead.
+The same thread measures the loop's lag (a loop callback stamps the time every
+``TICK`` seconds) and reports a loop blocked for longer than ``BLOCKED_AFTER``: an
+ERROR naming the async jobs that ran on it and how long it was blocked, the longest
+block on each of those jobs (``loop_blocked_ms``), and the total on the worker's
+heartbeat row (``jobtable_event_loop_blocked_seconds_total`` in /metrics).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
+import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 
 from jobtable.settings import Settings
-from jobtable.worker.shared import Shared
+from jobtable.store import Store
+from jobtable.timeutil import utcnow
+from jobtable.worker.shared import Shared, first_line
 
 log = logging.getLogger("jobtable.worker")
+TICK = 0.1
+BLOCKED_AFTER = 1.0
 
 
 class Rescuer:
-    """Heartbeat and rescue pass, in a task of their own."""
+    """Heartbeat, rescue pass and loop watchdog, on a thread of their own."""
 
-    def __init__(self, shared: Shared, settings: Settings) -> None:
+    def __init__(self, shared: Shared, settings: Settings,
+                 jobs_on_loop: Callable[[], list[int]] = list) -> None:
         self.shared = shared
         self.settings = settings
-        self._task: asyncio.Task[None] | None = None
+        self.jobs_on_loop = jobs_on_loop
+        self.blocked_seconds = 0.0  # total time the loop was seen blocked
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick = time.monotonic()
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._blocked_since: float | None = None
+        self._blocked_jobs: set[int] = set()
+        self._warned_at = 0.0
 
     async def start(self) -> None:
-        """Start beating (the first heartbeat was written at start-up)."""
-        self._task = asyncio.create_task(self._loop(), name="heartbeat")
+        """Start the loop's ticks and the thread (the first heartbeat was written at
+        start-up)."""
+        self._loop = asyncio.get_running_loop()
+        self._on_tick()
+        self._thread = threading.Thread(target=self._run, name="jobtable-heartbeat",
+                                        daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        """Stop beating and rescuing."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Stop beating, rescuing and watching."""
+        self._stop.set()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
 
-    async def _loop(self) -> None:
-        shared, store = self.shared, self.shared.store
-        rescue_after = self.settings.rescue_after
+    # -- on the loop -----------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        self._tick = time.monotonic()
+        assert self._loop is not None
+        self._tick_handle = self._loop.call_later(TICK, self._on_tick)
+
+    # -- on the thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        store = self.shared.store
+        try:
+            beats = store.heartbeat_store()
+        except Exception as exc:
+            log.error("cannot open the heartbeat's own connection (%s); using the shared "
+                      "one", first_line(exc))
+            beats = store
+        try:
+            self._beat_and_rescue(beats)
+        finally:
+            if beats is not store:
+                beats.close()
+
+    def _beat_and_rescue(self, store: Store) -> None:
+        shared, rescue_after = self.shared, self.settings.rescue_after
         interval = max(0.2, min(5.0, rescue_after.total_seconds() / 3))
-        # Rescue only after this worker has reached the database for a whole rescue
-        # window without a gap: right after start-up or an outage (even one that merely
-        # made our calls wait), other workers' heartbeats may be old only because
-        # nobody could write them.
+        # Rescue a worker's jobs only when this worker could reach the database during
+        # that worker's whole silence: it was last seen after our connectivity began
+        # (``covered_since``), or we have been connected for a whole rescue window.
+        # Right after an outage (even one that merely made our calls wait) others'
+        # heartbeats may be old only because nobody could write them.
         connected_since: float | None = time.monotonic()
+        covered_since: datetime | None = utcnow()
         last_ok = time.monotonic()
-        while True:
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
-            began = time.monotonic()
+        down_since: float | None = None
+        next_beat = time.monotonic() + interval * random.uniform(0.8, 1.2)
+        while not self._stop.wait(TICK):
+            self._watch(store)
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + interval * random.uniform(0.8, 1.2)
+            began, began_wall = time.monotonic(), utcnow()
             try:
-                await asyncio.to_thread(store.heartbeat, shared.worker_id, shared.concurrency,
-                                        os.getpid())
+                store.heartbeat(shared.worker_id, shared.concurrency, os.getpid())
             except Exception as exc:
-                connected_since = None
-                await shared.database_trouble("heartbeat", exc)
+                connected_since = covered_since = None
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.error("database error during heartbeat: %s; retrying",
+                              first_line(exc))
                 continue
             now = time.monotonic()
+            if down_since is not None:
+                log.warning("heartbeat reached the database again after %.1fs",
+                            now - down_since)
+                down_since = None
             if connected_since is None or now - began > interval or now - last_ok > 3 * interval:
-                connected_since = now
+                connected_since, covered_since = now, began_wall
             last_ok = now
-            if now - connected_since < rescue_after.total_seconds():
-                continue
+            whole_window = now - connected_since >= rescue_after.total_seconds()
             try:
-                report = await asyncio.to_thread(store.rescue, rescue_after,
-                                                 self.settings.max_attempts)
+                report = store.rescue(rescue_after, self.settings.max_attempts,
+                                      seen_since=None if whole_window else covered_since,
+                                      charge_deaths=not self.settings.isolate_suspects)
             except Exception as exc:
-                await shared.database_trouble("rescue", exc, 0)
+                log.error("rescue pass failed: %s", first_line(exc))
                 continue
             if report.reset:
-                log.warning("rescued jobs %s from workers that stopped responding", report.reset)
-                shared.wake.set()
+                log.warning("rescued jobs %s from workers that stopped responding",
+                            report.reset)
+                self._wake()
+            if report.cancelled:
+                log.warning("cancelled jobs %s of workers that stopped responding: "
+                            "cancelled or superseded while they ran", report.cancelled)
             if report.failed:
-                log.error("gave up on jobs %s after %d attempts", report.failed,
-                          self.settings.max_attempts)
+                log.error("gave up on jobs %s of workers that stopped responding",
+                          report.failed)
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self.shared.wake.set)
+
+    def _watch(self, store: Store) -> None:
+        """Compare the loop's last tick with now; report a block when it ends."""
+        now = time.monotonic()
+        lag = now - self._tick
+        if lag > BLOCKED_AFTER:
+            if self._blocked_since is None:
+                self._blocked_since = self._tick
+            self._blocked_jobs.update(self.jobs_on_loop())
+            if now - self._warned_at > 10:
+                self._warned_at = now
+                log.warning("event loop blocked for %.1fs so far; async jobs on it: %s",
+                            lag, _ids(self._blocked_jobs))
+            return
+        if self._blocked_since is None:
+            return
+        blocked = max(0.0, self._tick - self._blocked_since - TICK)
+        jobs = sorted(self._blocked_jobs)
+        self._blocked_since, self._blocked_jobs, self._warned_at = None, set(), 0.0
+        self.blocked_seconds += blocked
+        log.error("event loop was blocked for %.1fs (async jobs on it: %s); an async def "
+                  "job must not call blocking code (time.sleep, blocking I/O): await, or "
+                  "make it a plain def job", blocked, _ids(jobs))
+        try:
+            store.mark_loop_blocked(self.shared.worker_id, jobs, int(blocked * 1000),
+                                    int(blocked * 1000))
+        except Exception as exc:
+            log.error("could not record the blocked loop on jobs %s: %s", jobs,
+                      first_line(exc))
+
+
+def _ids(jobs: set[int] | list[int]) -> str:
+    return ", ".join(str(j) for j in sorted(jobs)) or "none"
+
+
+__all__ = ["BLOCKED_AFTER", "Rescuer"]

@@ -95,7 +95,7 @@ class Worker:
         completer = Completer(shared, self.settings.grace_period)
         executor = self._executor = JobExecutor(self.jt, shared, self.app, completer.add)
         wakeups = self.store.wakeups(shared.wake)
-        rescuer = Rescuer(shared, self.settings)
+        rescuer = Rescuer(shared, self.settings, executor.jobs_on_loop)
         canceller = Canceller(shared, executor, wakeups)
         producer = self._producer = Producer(
             shared, self.settings, executor, completer, wakeups, burst=self.burst,

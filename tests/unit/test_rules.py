@@ -79,16 +79,42 @@ def test_within_a_batch_only_the_last_row_of_a_pair_stays_pending() -> None:
     assert rules.dedupe_batch([]) == []
 
 
-def test_an_abandoned_row_runs_again_until_its_attempts_reach_the_limit() -> None:
-    assert rules.rescue(row(attempts=3, started=NOW), NOW, max_attempts=4) is None
-    given_up = rules.rescue(row(attempts=4, started=NOW, auto_reschedule_on_failure=True),
-                            NOW, max_attempts=4)
+def test_an_abandoned_row_runs_again_until_its_charged_crashes_reach_the_limit() -> None:
+    # Charged (it ran alone, or isolation is off): the 4th death gives up.
+    assert rules.rescue(row(attempts=3, crashes=2, started=NOW), NOW, max_attempts=4) is None
+    given_up = rules.rescue(row(attempts=4, crashes=3, started=NOW,
+                                auto_reschedule_on_failure=True), NOW, max_attempts=4)
     assert given_up is not None and not given_up.success
-    assert given_up.result == {"error": rules.ABANDONED_MESSAGE.format(attempts=4, limit=4),
+    assert given_up.result == {"error": rules.CRASHED_MESSAGE.format(crashes=4, limit=4),
                                "exception": "Abandoned"}
     assert given_up.follow_up is None  # given up for good: no retry
-    cron = rules.rescue(row(attempts=4, started=NOW, cron_schedule="0 * * * *"), NOW, 4)
+    cron = rules.rescue(row(attempts=4, crashes=3, started=NOW, cron_schedule="0 * * * *"),
+                        NOW, 4)
     assert cron is not None and cron.follow_up is not None  # the chain continues
+
+
+def test_a_row_that_merely_shared_a_dead_worker_is_not_charged() -> None:
+    # Claimed 4 times, every time its worker died around it: it runs again.
+    assert rules.rescue(row(attempts=4, started=NOW), NOW, 4, charged=False) is None
+    assert rules.rescue(row(attempts=19, crashes=3, started=NOW), NOW, 4, charged=False) is None
+    # The safety net: 5 x max_attempts claims without finishing.
+    given_up = rules.rescue(row(attempts=20, started=NOW), NOW, 4, charged=False)
+    assert given_up is not None and "claimed 20 times" in str(given_up.result)
+
+
+def test_a_rescued_row_cancelled_or_superseded_while_it_ran_is_not_run_again() -> None:
+    running = row(id=7, started=NOW, attempts=1)
+    later = NOW + timedelta(seconds=1)
+    newer = row(id=9, created_at=later)
+    assert rules.rescue_cancel(running, [newer]) is not None
+    assert rules.rescue_cancel(running, []) is None
+    # Scheduled before it started (it was the newer one then), or with on_conflict allow.
+    assert rules.rescue_cancel(running, [replace(newer, created_at=NOW - timedelta(1))]) is None
+    assert rules.rescue_cancel(running, [replace(newer, on_conflict="allow")]) is None
+    # A one-off does not replace a cron row; a cron row replaces anything.
+    cron = replace(running, cron_schedule="0 * * * *")
+    assert rules.rescue_cancel(cron, [newer]) is None
+    assert rules.rescue_cancel(cron, [replace(newer, cron_schedule="5 * * * *")]) is not None
 
 
 def test_chain_identity_needs_same_schedule_zone_data_and_a_fresh_row() -> None:
