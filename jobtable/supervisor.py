@@ -36,16 +36,16 @@ def resolve_processes(value: str | int) -> int:
 
 
 WORKER_ID_ENV = "JOBTABLE_WORKER_ID"
-QUICK_DEATH = 5.0  # a child that dies sooner than this after starting may be crash-looping
+QUICK_DEATH = 2.0  # a child that dies sooner than this after starting may be crash-looping
 
 
 def backoff(quick_deaths: int) -> float:
     """Seconds before restarting a child after ``quick_deaths`` deaths in a row, each
-    soon after its start: at once for the first (a kill is not a crash loop), then
+    soon after its start: at once for the first two (a kill is not a crash loop), then
     doubling from 0.5 s up to 10 s."""
-    if quick_deaths <= 1:
+    if quick_deaths <= 2:
         return 0.1
-    return min(10.0, 0.5 * 2.0 ** (quick_deaths - 2))
+    return min(10.0, 0.5 * 2.0 ** (quick_deaths - 3))
 
 
 @dataclass

@@ -648,7 +648,7 @@ class Store(ABC):
                 "error": f"the row of job {stand_in.id} cannot be read, so it cannot run: "
                          f"{problem}",
                 "exception": "UnreadableRow"}))
-        return self._finish(tx, outcomes, now)
+        return set(self._finish(tx, outcomes, now))
 
     def complete(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one transaction, with their follow-up rows.
@@ -705,6 +705,11 @@ class Store(ABC):
             tx.q("reset_claim_crashed" if crashed else "reset_claim", id=job_id, token=token,
                  now=self._t(utcnow()))
         return True
+
+    def charge_crash(self, job_id: int, token: int) -> None:
+        """Count a crash against a claimed job about to be failed for it (fenced)."""
+        with self.statement() as tx:
+            tx.q("charge_crash", id=job_id, token=token)
 
     def release_unknown_claims(self, worker_id: str, running: set[int]) -> list[int]:
         """Make pending again the rows claimed by ``worker_id`` that it is not running.
@@ -799,8 +804,16 @@ class Store(ABC):
                      result=self._json({"error": why}))
                 cancelled.append(job.id)
                 continue
-            given_up = rules.rescue(job, now, max_attempts, charged=charge)
+            try:
+                given_up = rules.rescue(job, now, max_attempts, charged=charge)
+            except Exception as exc:  # no next run can be computed (an invalid cron)
+                given_up = Outcome(job=job, success=False, result={
+                    "error": f"Job abandoned: its worker died and its chain cannot "
+                             f"continue: {type(exc).__name__}: {exc}"[:2000],
+                    "exception": "Abandoned"})
             if given_up is not None:
+                if charge and not given_up.cancelled:
+                    tx.q("charge_crash", id=job.id, token=job.attempts)
                 to_fail.append(given_up)
             else:
                 tx.q("reset_claim_crashed" if charge else "reset_claim", id=job.id,

@@ -54,6 +54,10 @@ SET started = NULL, claimed_by = NULL, cancel_requested = NULL, crashes = crashe
     updated_at = :now
 WHERE id = :id AND attempts = :token AND finished IS NULL
 
+-- name: charge_crash
+-- A crash charged to a row that is given up on (its outcome is written next).
+UPDATE worker_jobs SET crashes = crashes + 1 WHERE id = :id AND attempts = :token
+
 -- name: cancel_claimed
 -- A running row whose worker died, cancelled (fenced by its claim) instead of rescued.
 UPDATE worker_jobs

@@ -202,17 +202,20 @@ class JobExecutor:
     async def _release(self, job: WorkerJob, *, crashed: bool = False) -> None:
         """Give a claimed job back: pending again, its attempt counted (and a crash,
         when it crashed running alone)."""
+        await self._retrying("release", functools.partial(
+            self.shared.store.release_claim, crashed=crashed), job.id, job.attempts)
+        self.shared.held.discard(job.id)
+        self.shared.slot_free.set()
+
+    async def _retrying(self, what: str, call: Callable[..., Any], *args: Any) -> None:
         delay = 0.05
         while True:
             try:
-                await asyncio.to_thread(self.shared.store.release_claim, job.id, job.attempts,
-                                        crashed=crashed)
-                break
+                await asyncio.to_thread(call, *args)
+                return
             except Exception as exc:
-                await self.shared.database_trouble("release", exc, delay)
+                await self.shared.database_trouble(what, exc, delay)
                 delay = min(delay * 2, 5.0)
-        self.shared.held.discard(job.id)
-        self.shared.slot_free.set()
 
     async def _run_job(self, job: WorkerJob) -> RunResult:
         timeout = job_timeout(self.jt, job.type, self._max_timeout)

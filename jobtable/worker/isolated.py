@@ -100,7 +100,7 @@ async def _run_isolated(settings: Settings, job: WorkerJob, timeout: float, grac
     return RunResult(False, {
         "error": f"Job crashed its process ({how}) {crashes} times running alone "
                  f"(attempt {job.attempts}); it is not retried",
-        "exception": "WorkerCrash"}, retry=False)
+        "exception": "WorkerCrash"}, retry=False, crashed=True)
 
 
 async def _child(spec: dict[str, Any]) -> RunResult:

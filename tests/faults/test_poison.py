@@ -50,10 +50,13 @@ def test_a_job_that_crashes_its_worker_is_isolated_and_failed_not_retried_foreve
         assert_clean_stop(sup, tmp_path / "worker.log")
     finally:
         kill_all(sup, db_url)
-    success, attempts, result = query(
-        db_url, "SELECT success, attempts, result FROM worker_jobs WHERE id = %s", poison.id)[0]
+    success, attempts, crashes, result = query(
+        db_url, "SELECT success, attempts, crashes, result FROM worker_jobs WHERE id = %s",
+        poison.id)[0]
     assert not success
-    assert attempts == 3, "one crash with its worker, then alone until max_attempts"
+    # One crash with its worker (not charged: it might have been another job's fault),
+    # then alone, each crash charged, until max_attempts crashes.
+    assert (attempts, crashes) == (4, 3)
     assert "crashed its process" in str(result)
     # Given up for good: no retry row, despite auto_reschedule_on_failure.
     assert query(db_url, "SELECT COUNT(*) FROM worker_jobs WHERE rescheduled_from_job = %s",
@@ -61,7 +64,8 @@ def test_a_job_that_crashes_its_worker_is_isolated_and_failed_not_retried_foreve
     restarts = (tmp_path / "worker.log").read_text().count("restarting in")
     assert restarts == 1, "only the first crash took a worker process down"
     report(f"poison[{kind},{db_url.split(':')[0]}]", {
-        "attempts": attempts, "worker_restarts": restarts, "other_jobs_succeeded": 20})
+        "attempts": attempts, "crashes": crashes, "worker_restarts": restarts,
+        "other_jobs_succeeded": 20})
 
 
 @pytest.mark.slow
@@ -85,9 +89,11 @@ def test_without_isolation_a_crashing_job_is_abandoned_after_max_attempts(
         assert_clean_stop(sup, tmp_path / "worker.log")
     finally:
         kill_all(sup, db_url)
-    success, attempts, result = query(
-        db_url, "SELECT success, attempts, result FROM worker_jobs WHERE id = %s", poison.id)[0]
-    assert (success, attempts) == (False, 3)
+    success, attempts, crashes, result = query(
+        db_url, "SELECT success, attempts, crashes, result FROM worker_jobs WHERE id = %s",
+        poison.id)[0]
+    # Without isolation every death is charged: given up after max_attempts of them.
+    assert (success, attempts, crashes) == (False, 3, 3)
     assert "abandoned" in str(result).lower()
     # No retry row, but the cron chain goes on at its next occurrence.
     follow = query(db_url, "SELECT cron_schedule, finished FROM worker_jobs "
