@@ -55,9 +55,10 @@ class ActionRefusedError(JobTableError):
 
 class JobFailed(JobTableError):
     """What failure hooks receive when a job failed without raising an exception of its
-    own: it timed out, its worker shut down, it crashed its process, or it returned a
-    result that cannot be stored. ``kind`` is the ``exception`` name stored in the row
-    (``TimeoutError``, ``WorkerShutdown``, ``WorkerCrash``, ``InvalidDataError``)."""
+    own: it timed out, its worker shut down, it was cancelled while running, it crashed
+    its process, or it returned a result that cannot be stored. ``kind`` names which
+    (``TimeoutError``, ``WorkerShutdown``, ``JobCancelled``, ``WorkerCrash``,
+    ``InvalidDataError``)."""
 
     def __init__(self, message: str, kind: str) -> None:
         self.kind = kind

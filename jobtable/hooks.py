@@ -1,8 +1,9 @@
 """Hooks: code that runs around and after every job.
 
 A job module may define ``on_success(params, result)``, ``on_failure(params, error)``,
-``on_exhausted(params, error)`` (the job failed and its retries are used up: no retry
-follows) and ``on_discard(params, error)`` (the job gave itself up: no retry follows).
+``on_exhausted(params, error)`` (after ``on_failure``: the run wanted a retry and its
+retries are used up, no retry follows) and ``on_discard(params, error)`` (after
+``on_failure``: the job raised ``Discard``). A snooze fires none of them.
 Modules named by the ``hooks`` setting (middleware) may define the same functions,
 called for every job after the job module's own, and ``around(params, call_next)``,
 which wraps the run: ``call_next()`` runs the job (and any inner middleware) and returns

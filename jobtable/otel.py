@@ -33,6 +33,7 @@ from opentelemetry.trace.propagation.tracecontext import (  # noqa: E402
 )
 
 from jobtable.model import JobParams, NewJob, WorkerJob  # noqa: E402
+from jobtable.signals import Snooze  # noqa: E402
 
 SYSTEM = "jobtable"
 _W3C = TraceContextTextMapPropagator()
@@ -95,6 +96,9 @@ async def around(params: JobParams[Any], call_next: Callable[[], Awaitable[Any]]
             set_status_on_exception=False) as span:
         try:
             return await call_next()
+        except Snooze:
+            span.set_attribute("jobtable.job.snoozed", True)  # not a failure
+            raise
         except BaseException as exc:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))

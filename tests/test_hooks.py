@@ -326,3 +326,20 @@ def test_a_job_that_crashes_its_isolated_process_for_good_gets_its_failure_hooks
     assert [(name, job_id) for name, job_id, _ in events] == [
         ("on_failure", job.id), ("on_exhausted", job.id)]
     assert all(isinstance(e[2], JobFailed) and e[2].kind == "WorkerCrash" for e in events)
+
+
+def test_bounded_retries_fire_on_exhausted_once_on_the_last_failure(
+        db_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"hooked": JOB_HOOKS}, recorder=False)
+    with open_table(db_url, jobs) as jt:
+        first = jt.schedule_job(WorkerJobConfig(
+            type="hooked", data={"fail": True}, auto_reschedule_on_failure=True,
+            auto_reschedule_on_failure_delay=0, max_retries=2))
+        run_burst(jt)
+        rows = jt.job_chain(first.id)
+        assert [r.retry_count for r in rows] == [0, 1, 2]
+        events = _module(jt, "hooked").EVENTS
+    assert [(name, job_id) for name, job_id, _ in events] == [
+        ("on_failure", rows[0].id), ("on_failure", rows[1].id), ("on_failure", rows[2].id),
+        ("on_exhausted", rows[2].id)]
+    assert str(events[-1][2]) == f"boom {rows[2].id}"

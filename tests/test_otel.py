@@ -33,6 +33,12 @@ JOBS = {
                 pass
             return {"n": params.job.data.get("n")}
     """,
+    "sleepy": """
+        from jobtable import Snooze
+
+        def run(params):
+            raise Snooze(3600)
+    """,
     "flaky": """
         def run(params):
             if params.job.retry_count == 0:
@@ -163,3 +169,15 @@ def test_the_scheduling_that_reports_what_it_cancelled_is_traced_too(
     assert len(sends) == 2
     assert (sends[1].attributes or {})["messaging.message.id"] == str(report.job.id)
     assert report.job.trace_context is not None
+
+
+def test_a_snoozed_run_is_not_an_error_span(
+        db_url: str, tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    jobs = write_jobs(tmp_path / "jobs", JOBS, recorder=False)
+    with open_table(db_url, jobs, otel=True) as jt:
+        job = jt.schedule_job(WorkerJobConfig(type="sleepy"))
+        run_burst(jt)
+        assert jt.require_job(job.id).status is JobStatus.PENDING
+    [process] = _named(spans, "process sleepy")
+    assert process.status.status_code is StatusCode.UNSET
+    assert (process.attributes or {})["jobtable.job.snoozed"] is True
