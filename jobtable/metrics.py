@@ -49,6 +49,18 @@ class TableCollector(Collector):
                 jobs.add_metric([job_type, status], counts.get(status, 0))
         yield jobs
 
+        queues = table.list_queues()
+        for name, help_text, value in (
+                ("jobtable_queue_pending", "Pending (not started) jobs, by queue.",
+                 lambda q: q.pending),
+                ("jobtable_queue_running", "Running jobs, by queue.", lambda q: q.running),
+                ("jobtable_queue_paused", "1 while the queue is paused, else 0.",
+                 lambda q: int(q.paused))):
+            family = GaugeMetricFamily(name, help_text, labels=["queue"])
+            for q in queues:
+                family.add_metric([q.name], value(q))
+            yield family
+
         now = utcnow()
         oldest = table.oldest_pending_due()
         lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())

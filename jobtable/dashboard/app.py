@@ -2,7 +2,7 @@
 
 Pages: overview (live), jobs (filters, search, pagination, bulk retry/cancel), job
 detail (data, result, traceback, reschedule chain, actions), workers, cron schedules,
-and ``/metrics``. Lists and an unfinished job's page refresh themselves from
+queues (pause, resume) and ``/metrics``. Lists and an unfinished job's page refresh themselves from
 ``/partials/...`` fragments.
 """
 
@@ -65,6 +65,8 @@ FLASH = {
     "cancel-requested": "Cancel requested: its worker stops the job within about a second.",
     "retried": "Retry scheduled: this is the new job.",
     "run-now": "The job is due now; the next free worker will run it.",
+    "paused": "Queue paused: no worker starts its jobs until it is resumed or the pause ends.",
+    "resumed": "Queue resumed: workers start its jobs again.",
 }
 RUNNING_SHOWN = 1000  # running jobs listed on the workers page, at most
 DAY_CHART_TTL = 60.0  # seconds the 24-hour chart is reused before it is read again
@@ -434,6 +436,39 @@ class Dashboard:
             f"{base}/jobs/{row.id}?flash={flash}"
         return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
 
+    async def queues(self, request: Request, problem: str | None = None,
+                     status: int = 200) -> Response:
+        """Queues: pending and running jobs, pause state, pause/resume buttons."""
+        queues = await self.db(JobTable.list_queues)
+        flash = FLASH.get(request.query_params.get("flash", ""))
+        return self.render(request, "queues.html", {
+            "page": "queues", "queues": queues, "flash": flash, "problem": problem}, status)
+
+    async def queue_action(self, request: Request) -> Response:
+        """POST pause / resume of a queue, CSRF-checked like the job actions."""
+        name = str(request.path_params["name"])
+        action = str(request.path_params["action"])
+        if action not in ("pause", "resume"):
+            return self.error(request, 404, "Unknown action", "Actions are pause, resume.")
+        form = await request.form()
+        submitted = form.get(CSRF_FIELD)
+        problem = csrf_problem(request, submitted if isinstance(submitted, str) else None)
+        if problem is not None:
+            return self.error(request, 403, "Action refused", f"Nothing was done: {problem}.")
+        length = form.get("for")
+        try:
+            if action == "pause":
+                await self.db(JobTable.pause_queue, name,
+                              length if isinstance(length, str) and length else None)
+            else:
+                await self.db(JobTable.resume_queue, name)
+        except JobTableError as exc:
+            return await self.queues(request, problem=str(exc), status=400)
+        base = str(request.scope.get("root_path") or "")
+        flash = "paused" if action == "pause" else "resumed"
+        return RedirectResponse(f"{base}/queues?flash={flash}", status_code=303,
+                                headers=SECURITY_HEADERS)
+
     async def metrics(self, request: Request) -> Response:
         """Prometheus metrics."""
         body = await self.db(metrics.render, self.live_within)
@@ -508,6 +543,9 @@ def create_app(database: str | JobTable | Store | Settings | None = None, *,
         Route("/jobs/{job_id:int}", dashboard.job, name="job"),
         Route("/jobs/{job_id:int}/{action}", dashboard.action, methods=["POST"], name="action"),
         Route("/cron", dashboard.cron, name="cron"),
+        Route("/queues", dashboard.queues, name="queues"),
+        Route("/queues/{name}/{action}", dashboard.queue_action, methods=["POST"],
+              name="queue_action"),
         Route("/metrics", dashboard.metrics, name="metrics"),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
