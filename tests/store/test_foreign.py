@@ -48,3 +48,20 @@ def test_schedule_on_refuses_what_it_cannot_use(store: Store) -> None:
     with pytest.raises(UnusableConnectionError, match="jobtable accepts"):
         store.schedule_on("not a connection", [new()])
     assert store.list_jobs() == []
+
+
+def test_a_finish_watch_is_signalled_when_a_job_finishes(store: Store) -> None:
+    import threading
+
+    from jobtable.model import Outcome
+
+    with store.finish_watch() as watch:
+        [job] = store.schedule([new(user_id=3)])
+        [claimed] = store.claim("w", 1)
+        assert claimed.id == job.id
+        store.complete([Outcome(job=claimed, success=True, result={"ok": True})])
+        # The signal is there already: the wait returns long before its limit (an hour).
+        waiter = threading.Thread(target=watch.wait, args=(job.id, 3600), daemon=True)
+        waiter.start()
+        waiter.join(60)
+        assert not waiter.is_alive(), "no finish signal reached the watch"
