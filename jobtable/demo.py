@@ -29,10 +29,14 @@ def _done(jt: JobTable) -> bool:
     retried = any(r.type == "flaky" and r.status == JobStatus.SUCCEEDED
                   and r.rescheduled_from_job for r in rows)
     ticks = sum(1 for r in rows if r.type == "tick" and r.status == JobStatus.SUCCEEDED)
-    return greeted and retried and ticks >= 3
+    exhausted = any(r.type == "doomed" and isinstance(r.result, dict)
+                    and "retries_exhausted" in r.result for r in rows)
+    return greeted and retried and ticks >= 3 and exhausted
 
 
 def _short(result: object) -> str:
+    if isinstance(result, dict) and "no_retry" in result:
+        return f"error: {result['error']}; no retry: {result['no_retry']}"
     if isinstance(result, dict) and "error" in result:
         return f"error: {result['error']}"
     text = "" if result is None else result if isinstance(result, str) else json.dumps(result)
@@ -54,11 +58,16 @@ def rows_table(rows: list[WorkerJob], title: str) -> Table:
 
 async def _demo(jt: JobTable, console: Console) -> None:
     console.print("scheduling: [bold]greet[/] (one-off), [bold]flaky[/] (fails, retried "
-                  "after 1s), [bold]tick[/] (cron '*/2 * * * * *', every 2 seconds)")
+                  "after 1s), [bold]doomed[/] (always fails: at most 2 retries, after 0.5s "
+                  "then 1s), [bold]tick[/] (cron '*/2 * * * * *', every 2 seconds)")
     await jt.schedule_job_async(WorkerJobConfig(type="greet", user_id=1, data={"name": "Ada"}))
     await jt.schedule_job_async(WorkerJobConfig(
         type="flaky", user_id=1, data={"to": "ada@example.com"},
         auto_reschedule_on_failure=True, auto_reschedule_on_failure_delay=timedelta(seconds=1)))
+    await jt.schedule_job_async(WorkerJobConfig(
+        type="doomed", user_id=1, auto_reschedule_on_failure=True,
+        auto_reschedule_on_failure_delay=0.5, max_retries=2, backoff="exponential",
+        max_backoff=timedelta(seconds=1)))
     await jt.schedule_cron_job_async(WorkerJobConfig(type="tick", user_id=0), "*/2 * * * * *")
     worker = Worker(jt, concurrency=4)
     task = asyncio.create_task(worker.run())
@@ -90,7 +99,8 @@ def run_demo(*, keep: bool = False, database: str | None = None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
     if ok:
         console.print("[green]done:[/] the one-off job succeeded, the failing job was retried "
-                      "and succeeded, and the cron job ran 3 times, each run a new row")
+                      "and succeeded, the doomed job stopped after 2 retries, and the cron "
+                      "job ran 3 times, each run a new row")
         return 0
     console.print("[red]the demo did not complete within 30 seconds[/]")
     return 1

@@ -19,7 +19,7 @@ from jobtable.worker.shared import Shared, first_line
 
 log = logging.getLogger("jobtable.worker")
 CHECK_INTERVAL = 1.0
-MIN_GAP = 0.05  # at most one check per this many seconds, however busy the database
+MIN_GAP = 0.2  # at most one check per this many seconds, however busy the database
 
 
 class Canceller:
