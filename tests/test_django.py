@@ -62,6 +62,14 @@ def _project(root: Path, db_url: str) -> Path:
             from django.core.management import execute_from_command_line
             execute_from_command_line(sys.argv)
     """))
+    # A hook from [tool.jobtable] (kept beside the Django set-up middleware).
+    (root / "pyproject.toml").write_text('[tool.jobtable]\nhooks = ["sitehooks"]\n')
+    (root / "sitehooks.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+
+        def on_success(params, result):
+            (Path(__file__).parent / "hooked.txt").write_text(str(params.job.id))
+    """))
     (root / "jobs").mkdir()
     (root / "jobs" / "send_report.py").write_text(textwrap.dedent(SEND_REPORT))
     return root
@@ -86,6 +94,7 @@ def test_manage_py_schedules_and_a_burst_worker_runs_the_job(
         assert job.status is JobStatus.SUCCEEDED, job.result
         assert job.result == {"sent_to": "a@b.c", "site": "example"}
         assert job.user_id == 7
+    assert (project / "hooked.txt").read_text() == str(job.id)
     helped = _manage(project, "help", "jobtable_worker")
     assert helped.returncode == 0 and "--burst" in helped.stdout
 

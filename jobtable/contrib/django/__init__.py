@@ -97,9 +97,8 @@ def export_settings() -> None:
     the commands and their child processes read them; the Django set-up middleware goes
     first in the hooks."""
     values, _ = _configured()
-    hooks = values.get("hooks") or os.environ.get("JOBTABLE_HOOKS") or ()
-    names = [h.strip() for h in (hooks.split(",") if isinstance(hooks, str) else hooks)]
-    values["hooks"] = [SETUP_HOOK, *(n for n in names if n and n != SETUP_HOOK)]
+    hooks = load_settings(**values).hooks  # settings.JOBTABLE, JOBTABLE_HOOKS, pyproject
+    values["hooks"] = [SETUP_HOOK, *(h for h in hooks if h != SETUP_HOOK)]
     for name, value in values.items():
         if value is None:
             continue
