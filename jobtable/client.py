@@ -39,6 +39,7 @@ from jobtable.timeutil import parse_duration, to_timedelta, utcnow
 
 PURGE_BATCH = 1000
 RETRY_BATCH = 200
+SEARCH_WINDOW = 10_000  # newest jobs a data search reads
 
 
 class JobTable:
@@ -365,6 +366,21 @@ class JobTable:
         keeps the types that start with it."""
         return self._ready().list_jobs(status=status, type=type, user_id=user_id,
                                        limit=limit, offset=offset, type_prefix=type_prefix)
+
+    def search_job_data(self, text: str, *, window: int = SEARCH_WINDOW,
+                        status: str | None = None, type_prefix: str | None = None,
+                        user_id: int | None = None, limit: int = 50,
+                        offset: int = 0) -> list[WorkerJob]:
+        """Jobs whose data, as JSON text, contains ``text`` (ASCII letters in any case),
+        newest first, with the filters of ``list_jobs``. Only the newest ``window`` jobs
+        (by id) are searched: data is not indexed, and this bounds the scan."""
+        if not text.strip():
+            raise ConfigError("search text must not be empty")
+        if window < 1:
+            raise ConfigError(f"window must be at least 1, got {window}")
+        return self._ready().search_data(text.strip(), window=window, status=status,
+                                         type_prefix=type_prefix, user_id=user_id,
+                                         limit=limit, offset=offset)
 
     def count_jobs(self, *, status: str | None = None, type: str | None = None,
                    user_id: int | None = None, type_prefix: str | None = None) -> int:

@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from jobtable import display, metrics, rules
-from jobtable.client import JobTable
+from jobtable.client import SEARCH_WINDOW, JobTable
 from jobtable.dashboard.security import (
     CSRF_FIELD,
     SECURITY_HEADERS,
@@ -247,7 +247,7 @@ class Dashboard:
     async def _jobs(self, request: Request, template: str) -> Response:
         q = request.query_params
         filters = {"status": q.get("status", ""), "type": q.get("type", "").strip(),
-                   "user_id": q.get("user_id", "").strip()}
+                   "user_id": q.get("user_id", "").strip(), "data": q.get("data", "").strip()}
         try:
             status = check_status(filters["status"])
             user_id = _int(filters["user_id"], "user id") if filters["user_id"] else None
@@ -258,34 +258,48 @@ class Dashboard:
             return self.render(request, template, {
                 "page": "jobs", "filters": filters, "rows": [], "total": 0, "types": [],
                 "pageno": 1, "pages": 1, "problem": str(exc), "flash": None,
-                "query": _query(filters), "page_query": ""}, 400)
+                "query": _query(filters), "page_query": "", "window": SEARCH_WINDOW}, 400)
         # The type filter matches the start of the type: "send" finds send_report too.
         prefix = filters["type"] or None
 
-        def load(table: JobTable) -> tuple[list[WorkerJob], int, list[str]]:
+        text = filters["data"]
+
+        def load(table: JobTable) -> tuple[list[WorkerJob], int | None, list[str]]:
+            if text:  # bounded to the newest jobs, and so not counted
+                rows = table.search_job_data(text, window=SEARCH_WINDOW, status=status,
+                                             type_prefix=prefix, user_id=user_id,
+                                             limit=PER_PAGE, offset=(page - 1) * PER_PAGE)
+                return rows, None, table.job_types()
             rows = table.list_jobs(status=status, type_prefix=prefix, user_id=user_id,
                                    limit=PER_PAGE, offset=(page - 1) * PER_PAGE)
             total = table.count_jobs(status=status, type_prefix=prefix, user_id=user_id)
             return rows, total, table.job_types()
 
         rows, total, types = await self.db(load)
-        pages = max(1, -(-total // PER_PAGE))
+        if total is None:
+            pages = page + (1 if len(rows) == PER_PAGE else 0)
+        else:
+            pages = max(1, -(-total // PER_PAGE))
         query = _query(filters)
         return self.render(request, template, {
             "page": "jobs", "filters": filters, "rows": rows, "total": total, "types": types,
             "pageno": page, "pages": pages, "per_page": PER_PAGE, "problem": None,
             "query": query, "page_query": _query({**filters, "page": str(page)}),
-            "flash": _bulk_flash(request)})
+            "flash": _bulk_flash(request), "window": SEARCH_WINDOW})
 
     async def search(self, request: Request) -> Response:
-        """``/search?q=``: an id (``42`` or ``#42``) opens that job; anything else lists
-        the jobs whose type starts with it."""
+        """``/search?q=``: an id (``42`` or ``#42``) opens that job; ``data:TEXT`` lists
+        the newest jobs whose data contains TEXT; anything else lists the jobs whose type
+        starts with it."""
         text = request.query_params.get("q", "").strip()
         base = str(request.scope.get("root_path") or "")
         number = text.removeprefix("#").strip()
         if number.isdigit():
             return RedirectResponse(f"{base}/jobs/{int(number)}", status_code=303,
                                     headers=SECURITY_HEADERS)
+        if text.lower().startswith("data:"):
+            target = f"{base}/jobs?{_query({'data': text[5:].strip()})}"
+            return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
         target = f"{base}/jobs" + (f"?{_query({'type': text})}" if text else "")
         return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
 
@@ -317,7 +331,7 @@ class Dashboard:
                               f"got {len(ids)}.")
         # Back to the same list: its filters and page, nothing else.
         back = urlencode([(k, v) for k, v in parse_qsl(str(form.get("back") or ""))
-                          if k in ("status", "type", "user_id", "page")])
+                          if k in ("status", "type", "user_id", "data", "page")])
         if form.get("confirm") != "yes":
             return self.render(request, "confirm_bulk.html", {
                 "page": "jobs", "action": action, "ids": ids, "back": back})

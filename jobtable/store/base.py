@@ -951,6 +951,19 @@ class Store(ABC):
                          before_id=before_id, limit=limit, offset=offset)
         return [self.to_job(r) for r in rows]
 
+    def search_data(self, text: str, *, window: int, status: str | None = None,
+                    type_prefix: str | None = None, user_id: int | None = None,
+                    limit: int = 50, offset: int = 0) -> list[WorkerJob]:
+        """Jobs among the newest ``window`` ids whose data, as JSON text, contains
+        ``text`` (ASCII letters in any case), newest first, with ``list_jobs``' filters."""
+        needle = text.lower()
+        for special in ("!", "%", "_"):
+            needle = needle.replace(special, "!" + special)
+        rows = self.read("search_data", pattern=f"%{needle}%", window=window,
+                         status=check_status(status), type_prefix=type_prefix or None,
+                         user_id=user_id, limit=limit, offset=offset)
+        return [self.to_job(r) for r in rows]
+
     def count_jobs(self, *, status: str | None = None, type: str | None = None,
                    user_id: int | None = None, type_prefix: str | None = None) -> int:
         """How many jobs match the filters of ``list_jobs``."""

@@ -140,6 +140,26 @@ WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)
 ORDER BY id DESC
 LIMIT :limit OFFSET :offset
 
+-- name: search_data
+-- The list_jobs filters, plus: the row's data, as JSON text and lower-cased, contains
+-- :pattern (a LIKE pattern with its wildcards escaped). Only the newest :window ids are
+-- searched, so the scan is bounded however long the table's history is.
+SELECT * FROM worker_jobs
+WHERE id > (SELECT COALESCE(MAX(id), 0) FROM worker_jobs) - :window
+  AND lower(CAST(data AS TEXT)) LIKE :pattern ESCAPE '!'
+  AND (CAST(:type_prefix AS TEXT) IS NULL
+       OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
+  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+  AND (CAST(:status AS TEXT) IS NULL
+       OR (:status = 'pending' AND finished IS NULL AND started IS NULL)
+       OR (:status = 'running' AND finished IS NULL AND started IS NOT NULL)
+       OR (:status = 'succeeded' AND finished IS NOT NULL AND success = TRUE)
+       OR (:status = 'failed' AND finished IS NOT NULL AND success = FALSE
+           AND cancelled = FALSE)
+       OR (:status = 'cancelled' AND finished IS NOT NULL AND cancelled = TRUE))
+ORDER BY id DESC
+LIMIT :limit OFFSET :offset
+
 -- name: count_jobs
 SELECT COUNT(*) AS n FROM worker_jobs
 WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)

@@ -144,3 +144,19 @@ def test_the_24_hour_chart_counts_per_hour(client: httpx.Client, jt: JobTable) -
     assert "Throughput, last 24 hours" in overview and "4 finished" in overview
     with pytest.raises(ConfigError, match="hours must be between 1 and 744"):
         jt.throughput_by_hour(0)
+
+
+def test_data_search_lists_the_newest_jobs_whose_data_contains_the_text(
+        client: httpx.Client, jt: JobTable) -> None:
+    ada = schedule(jt, "send_report", user_id=1, data={"to": "ada@example.com"})
+    schedule(jt, "send_report", user_id=2, data={"to": "bob@example.com"})
+    found = client.get("/search", params={"q": "data: ADA@example"})
+    assert found.status_code == 303
+    assert found.headers["location"] == "/jobs?data=ADA%40example"
+    page = client.get(found.headers["location"]).text
+    assert ids_in(page) == [ada.id]
+    assert "data search in the newest 10,000 jobs" in page
+    assert ids_in(client.get("/jobs", params={"data": "example", "user_id": "2"}).text) != []
+    assert ids_in(client.get("/jobs", params={"data": "nobody"}).text) == []
+    with pytest.raises(ConfigError, match="search text must not be empty"):
+        jt.search_job_data("  ")
