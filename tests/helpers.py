@@ -343,16 +343,19 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition",
-               interval: float = 0.05) -> Any:
+               interval: float = 0.05, describe: Callable[[], str] | None = None) -> Any:
     """Poll ``predicate`` until it returns something truthy (returned); fail after
-    ``timeout`` seconds naming ``what``."""
+    ``timeout`` seconds naming ``what`` (and what ``describe()`` tells, e.g. a log tail).
+
+    The one way every suite waits for something another thread or process does."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            detail = f"\n{describe()}" if describe else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
         time.sleep(interval)
 
 

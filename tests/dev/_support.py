@@ -6,8 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -62,17 +60,3 @@ def run_mypy(cwd: Path, *targets: str) -> subprocess.CompletedProcess[str]:
          str(cwd / ".mypy-cache"), "--no-color-output", "--hide-error-context", *targets],
         cwd=cwd, env=clean_env(MYPYPATH=str(stubs)), capture_output=True, text=True,
         timeout=300, check=False)
-
-
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 30.0,
-             describe: Callable[[], str] | None = None) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = f"\n{describe()}" if describe else ""
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
-        time.sleep(0.05)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 
-from ._support import clean_env, cli, wait_for
+from ._support import clean_env, cli
 
 pytestmark = pytest.mark.slow
 
@@ -52,11 +53,11 @@ class DevProcess:
                     return line
             return None
 
-        return wait_for(found, f"a line matching {pattern!r}", timeout, self.tail)
+        return wait_until(found, timeout, f"a line matching {pattern!r}", describe=self.tail)
 
     def wait_for_new_worker(self, known: int, timeout: float = 30) -> int:
-        pids = wait_for(lambda: self.worker_pids()[known:] or None,
-                        "a new worker to start", timeout, self.tail)
+        pids = wait_until(lambda: self.worker_pids()[known:] or None, timeout,
+                          "a new worker to start", describe=self.tail)
         return pids[0]
 
     def mark(self) -> int:
@@ -133,8 +134,8 @@ def test_dev_mode_regenerates_restarts_reports_errors_recovers_and_stops_cleanly
         assert '"ping",' in bindings.read_text()
         dev.wait_for_new_worker(1)
         job = schedule(root, "ping")
-        assert wait_for(lambda: job_row(root, job), "the ping job to finish",
-                        describe=dev.tail) == (1, {"pong": 1})
+        assert wait_until(lambda: job_row(root, job), 30, "the ping job to finish",
+                          describe=dev.tail) == (1, {"pong": 1})
 
         # A syntax error: reported with file and line; dev mode stays up.
         mark = dev.mark()
@@ -153,8 +154,8 @@ def test_dev_mode_regenerates_restarts_reports_errors_recovers_and_stops_cleanly
                           r"bindings unchanged; restarting the worker$", mark)
         dev.wait_for_new_worker(3)
         job = schedule(root, "ping")
-        assert wait_for(lambda: job_row(root, job), "the fixed ping job to finish",
-                        describe=dev.tail) == (1, {"pong": 2})
+        assert wait_until(lambda: job_row(root, job), 30, "the fixed ping job to finish",
+                          describe=dev.tail) == (1, {"pong": 2})
 
         # Ctrl-C: everything stops, exit 0, no process left behind.
         below = descendants(dev.proc.pid)

@@ -9,13 +9,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from helpers import wait_until as wait_until  # the one wait, re-exported for the fault tests
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -128,17 +127,6 @@ def start_worker(db_url: str, jobs: Path, runlog: str, *args: str,
                                 stderr=subprocess.STDOUT)
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.1) -> None:
-    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for: {what}")
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:

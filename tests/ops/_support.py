@@ -6,7 +6,6 @@ import math
 import socket
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -16,6 +15,7 @@ from typing import Any
 import psycopg
 import uvicorn
 from click.testing import CliRunner, Result
+from helpers import wait_until
 
 from jobtable import JobTable, WorkerJob, WorkerJobConfig, rules
 from jobtable.cli import main
@@ -93,18 +93,6 @@ def set_run_times(url: str, rows: list[tuple[int, datetime, datetime | None]]) -
         conn.close()
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket() as s:
@@ -121,7 +109,7 @@ def serve(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="dashboard", daemon=True)
     thread.start()
-    wait_for(lambda: server.started, 20, "the dashboard server to start")
+    wait_until(lambda: server.started, 20, "the dashboard server to start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -10,10 +10,12 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from helpers import wait_until
+
 from jobtable import JobTable
 from jobtable.timeutil import utcnow
 
-from ._support import Cli, backdate, finish, schedule, wait_for
+from ._support import Cli, backdate, finish, schedule
 
 
 def test_jobs_lists_newest_first_and_json_round_trips(cli: Cli, jt: JobTable) -> None:
@@ -214,7 +216,7 @@ def test_stats_watch_refreshes_until_interrupted(db_url: str, jobs_dir: Path,
             seen += proc.stdout.read() or b""  # type: ignore[union-attr]
             return b"send_report" in seen and b"queue lag" in seen
 
-        wait_for(output_mentions_the_job, 30, "stats --watch output")
+        wait_until(output_mentions_the_job, 30, "stats --watch output")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -25,7 +26,7 @@ from jobtable.dashboard import create_app
 from jobtable.model import Outcome
 from jobtable.timeutil import utcnow
 
-from ._support import Cli, finish, free_port, schedule, serve, wait_for
+from ._support import Cli, finish, free_port, schedule, serve
 
 INJECTION = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 
@@ -284,7 +285,7 @@ def test_public_bind_refuses_unauthenticated_requests(db_url: str, jt: JobTable,
             except httpx.TransportError:
                 return None
 
-        assert wait_for(answers, 30, "the dashboard to listen") == 401
+        assert wait_until(answers, 30, "the dashboard to listen") == 401
         assert httpx.get(base + "/metrics").status_code == 401
         ok = httpx.get(base + "/", headers={"Authorization": "Bearer tok-123456"})
         assert ok.status_code == 200 and "Overview" in ok.text

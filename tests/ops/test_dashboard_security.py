@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import wait_until
 
 from jobtable import JobTable
 from jobtable.dashboard import create_app
@@ -23,7 +24,7 @@ from jobtable.dashboard.security import same_origin_path
 from jobtable.errors import ConfigError
 from jobtable.timeutil import utcnow
 
-from ._support import Cli, free_port, schedule, serve, wait_for
+from ._support import Cli, free_port, schedule, serve
 
 EVIL = "evil.example"
 
@@ -216,7 +217,7 @@ def test_dashboard_command_takes_allowed_hosts_and_origin(db_url: str, jt: JobTa
             except httpx.TransportError:
                 return None
 
-        assert wait_for(answers, 30, "the dashboard to listen") == 200
+        assert wait_until(answers, 30, "the dashboard to listen") == 200
         assert httpx.get(base + "/", headers={"Host": f"devbox:{port}"}).status_code == 200
         assert httpx.get(base + "/", headers={"Host": "devbox.lan"}).status_code == 200
         assert httpx.get(base + "/", headers={"Host": f"{EVIL}:{port}"}).status_code == 403
