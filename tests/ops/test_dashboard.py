@@ -310,3 +310,16 @@ def test_no_credentials_served_on_all_interfaces_refuses_other_hosts(jt: JobTabl
         remote = base.replace("127.0.0.1", address)
         refused = httpx.get(remote + "/")  # the client address is not loopback
         assert refused.status_code == 403
+
+
+def test_a_blocked_event_loop_shows_on_the_job_page_and_in_metrics(
+        client: httpx.Client, jt: JobTable) -> None:
+    job = schedule(jt, "sync_prices", user_id=7)
+    jt.store.heartbeat("w-blocked", 2, 1)
+    jt.store.claim("w-blocked", 10)
+    jt.store.mark_loop_blocked("w-blocked", [job.id], 12_300, 12_300)
+    page = client.get(f"/jobs/{job.id}").text
+    assert 'id="job-loop-blocked"' in page and "12.3 s" in page
+    samples = {s.name: s.value for family in text_string_to_metric_families(
+        client.get("/metrics").text) for s in family.samples}
+    assert samples["jobtable_event_loop_blocked_seconds_total"] == 12.3
