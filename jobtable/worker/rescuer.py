@@ -18,10 +18,11 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from jobtable.settings import Settings
 from jobtable.store import Store
@@ -139,12 +140,46 @@ class Rescuer:
                 log.warning("rescued jobs %s from workers that stopped responding",
                             report.reset)
                 self._wake()
+            self._release_gone_neighbours(store, interval)
             if report.cancelled:
                 log.warning("cancelled jobs %s of workers that stopped responding: "
                             "cancelled or superseded while they ran", report.cancelled)
             if report.failed:
                 log.error("gave up on jobs %s of workers that stopped responding",
                           report.failed)
+
+    def _release_gone_neighbours(self, store: Store, interval: float) -> None:
+        """Release at once the jobs of workers on this host whose process is gone.
+
+        A worker silent for two heartbeat intervals whose pid no longer exists here (or
+        is a zombie) is dead for certain, outage or not: no need to wait for
+        ``rescue_after``. (A reused pid only means waiting for ``rescue_after`` as usual.)
+        """
+        try:
+            rows = store.live_workers(timedelta(days=36500))
+        except Exception as exc:
+            log.error("could not list workers: %s", first_line(exc))
+            return
+        host, now = socket.gethostname(), utcnow()
+        for info in rows:
+            if (info.host != host or info.id == self.shared.worker_id
+                    or info.last_seen > now - timedelta(seconds=2 * interval)
+                    or process_exists(info.pid)):
+                continue
+            try:
+                report = store.release_worker(
+                    info.id, self.settings.max_attempts,
+                    charge_deaths=not self.settings.isolate_suspects)
+            except Exception as exc:
+                log.error("could not release the jobs of worker %s: %s", info.id,
+                          first_line(exc))
+                continue
+            if report.reset or report.failed or report.cancelled:
+                log.warning("released jobs %s of worker %s (pid %d is gone)",
+                            sorted(report.reset + report.failed + report.cancelled),
+                            info.id, info.pid)
+            if report.reset:
+                self._wake()
 
     def _wake(self) -> None:
         loop = self._loop
@@ -180,6 +215,21 @@ class Rescuer:
         except Exception as exc:
             log.error("could not record the blocked loop on jobs %s: %s", jobs,
                       first_line(exc))
+
+
+def process_exists(pid: int) -> bool:
+    """True when a process ``pid`` exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _ids(jobs: set[int] | list[int]) -> str:

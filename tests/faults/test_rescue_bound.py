@@ -149,7 +149,8 @@ def _measure(db_url: str, tmp_path: Path, *, supervised: bool, rescue_after: flo
     with JobTable(db_url, jobs=jobs) as jt:
         jt.schedule_jobs([WorkerJobConfig(type="probe", user_id=u, data={"sleep": 1.5})
                           for u in range(1, 3001)])
-        cron = jt.schedule_cron_job(WorkerJobConfig(type="probe", user_id=0,
+        # Ahead of the backlog (lower priority runs first), so that it runs every second.
+        cron = jt.schedule_cron_job(WorkerJobConfig(type="probe", user_id=0, priority=-1,
                                                     data={"sleep": 0.3}), "* * * * * *")
     args = ("--concurrency", "4", "--rescue-after", f"{rescue_after:g}s",
             "--poll-interval", "0.2s", "--grace-period", "2s")
