@@ -147,7 +147,7 @@ def test_phone_width_search_bulk_retry_and_a_live_job_page(
     with serve(create_app(jt, refresh_seconds=1)) as base:
         # No horizontal overflow at 390 px: overview, jobs list, job page, workers.
         for path in ("/", "/jobs", f"/jobs/{ids['failed']}", f"/jobs/{long_job.id}",
-                     "/workers", "/cron"):
+                     "/workers", "/cron", "/queues"):
             page.goto(base + path)
             page.wait_for_load_state("load")
             assert _scroll_width(page) <= PHONE["width"], (path, _scroll_width(page))
