@@ -467,8 +467,17 @@ def main() -> None:
         action="store_true",
         help="measure candidate worker settings instead (to pick 'best')",
     )
+    parser.add_argument(
+        "--history", type=int, default=0,
+        help="finished rows in jobtable's table before every figure (peers: none)")
+    parser.add_argument(
+        "--pending", type=int, default=0,
+        help="a backlog of rows not yet due in jobtable's table before every figure")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.json")
     args = parser.parse_args()
+    # Read by the jobtable adapter's clear() in every measurement process.
+    os.environ["BENCH_HISTORY"] = str(args.history)
+    os.environ["BENCH_PENDING"] = str(args.pending)
     if args.quick:
         args.enqueue_n, args.bulk_n, args.drain_n = 500, 5000, 5000
         args.samples, args.pgbench_seconds = 50, 3
