@@ -563,10 +563,13 @@ class Store(ABC):
             allowed = min(allowed, lim.rate.count - int(started[0]["n"]))
         if allowed <= 0:
             return []
-        per_user = lim.concurrency if lim.per_user and lim.concurrency else _NO_LIMIT
-        rows = tx.q("claim_limited", worker=worker_id, limit=allowed, now=self._t(now),
-                    stale=stale, max_attempts=max_attempts, queue=queue, type=lim.type,
-                    per_user=per_user, fair=lim.fair)
+        params = dict(worker=worker_id, limit=allowed, now=self._t(now), stale=stale,
+                      max_attempts=max_attempts, queue=queue, type=lim.type)
+        if lim.per_user or lim.fair:
+            per_user = lim.concurrency if lim.per_user and lim.concurrency else _NO_LIMIT
+            rows = tx.q("claim_limited", per_user=per_user, fair=lim.fair, **params)
+        else:
+            rows = tx.q("claim_limited_plain", **params)
         if rows and lim.fair:
             users = sorted({int(r["user_id"]) for r in rows})
             tx.q("fair_served", type=lim.type, now=self._t(now),

@@ -40,7 +40,7 @@ SELECT * FROM jobtable_claim(:worker, :limit, :now, :stale, :max_attempts,
 -- pending, so a row claimed meanwhile by another path is never taken twice.
 WITH running AS (
     SELECT user_id, COUNT(*) AS n FROM worker_jobs
-    WHERE type = :type AND num_nulls(finished) = 1 AND started IS NOT NULL
+    WHERE finished IS NULL AND started IS NOT NULL AND type = :type
       AND started >= :stale
     GROUP BY user_id),
 cand AS (
@@ -55,7 +55,7 @@ cand AS (
 picked AS (
     SELECT cand.id FROM cand LEFT JOIN running ON running.user_id = cand.user_id
     LEFT JOIN worker_fair AS f ON :fair AND f.type = :type AND f.user_id = cand.user_id
-    WHERE cand.turn + COALESCE(running.n, 0) <= :per_user
+    WHERE cand.turn <= :limit AND cand.turn + COALESCE(running.n, 0) <= :per_user
     ORDER BY CASE WHEN :fair THEN cand.turn ELSE 0 END, f.served NULLS FIRST,
              cand.priority, cand.due, cand.id
     LIMIT :limit)
@@ -66,11 +66,31 @@ WHERE j.id = picked.id AND num_nulls(j.finished) = 1
   AND (j.started IS NULL OR j.started < :stale)
 RETURNING j.*
 
+-- name: claim_limited_plain
+-- A limited type without a per-user limit or FAIR: its due rows in claim order, as
+-- many as its limits leave (:limit). Found through worker_jobs_pending_match (the
+-- type's unfinished rows; num_nulls: see migration 0009), then the first :limit of
+-- them: a type with nothing due costs one index probe.
+WITH picked AS (
+    SELECT id FROM worker_jobs
+    WHERE num_nulls(finished) = 1 AND type = :type AND due <= :now
+      AND (started IS NULL OR (started < :stale AND attempts < :max_attempts))
+      AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
+      AND queue <> ALL(ARRAY(SELECT name FROM worker_queues
+                             WHERE paused AND (paused_until IS NULL OR paused_until > :now)))
+    ORDER BY priority, due, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED)
+UPDATE worker_jobs AS j
+SET started = :now, claimed_by = :worker, attempts = j.attempts + 1, updated_at = :now
+FROM picked WHERE j.id = picked.id
+RETURNING j.*
+
 -- name: running_of_type
--- Running rows of one type (of one user when :user_id is given), not stale; found
--- through worker_jobs_pending_match (num_nulls: see migration 0009).
+-- Running rows of one type (of one user when :user_id is given), not stale: found
+-- through the small index of running rows (worker_jobs_running_claimed_by).
 SELECT COUNT(*) AS n FROM worker_jobs
-WHERE type = :type AND num_nulls(finished) = 1 AND started IS NOT NULL AND started >= :stale
+WHERE finished IS NULL AND started IS NOT NULL AND type = :type AND started >= :stale
   AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
 
 -- name: fair_served

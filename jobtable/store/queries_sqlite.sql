@@ -57,37 +57,58 @@ WHERE id IN (
 RETURNING *
 
 -- name: claim_limited
--- One limited type; see the PostgreSQL query of the same name. BEGIN IMMEDIATE
--- already serialises claimers.
+-- One limited type with a per-user limit or FAIR; see the PostgreSQL query of the same
+-- name. BEGIN IMMEDIATE already serialises claimers. A user's running rows are counted
+-- only for the rows that could be taken (turn within the per-user limit), one index
+-- probe each, and only when there is a per-user limit.
 UPDATE worker_jobs
 SET started = :now, claimed_by = :worker, attempts = attempts + 1, updated_at = :now
 WHERE id IN (
-    WITH running AS (
-        SELECT user_id, COUNT(*) AS n FROM worker_jobs
-        WHERE type = :type AND finished IS NULL AND started IS NOT NULL AND started >= :stale
-        GROUP BY user_id),
-    cand AS (
+    WITH cand AS MATERIALIZED (
         SELECT id, user_id, priority, due,
                ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY priority, due, id) AS turn
-        FROM worker_jobs
+        FROM worker_jobs INDEXED BY worker_jobs_unfinished_type_user
         WHERE type = :type AND finished IS NULL AND due <= :now
           AND (started IS NULL OR (started < :stale AND attempts < :max_attempts))
           AND (:queue IS NULL OR queue = :queue)
           AND queue NOT IN (SELECT name FROM worker_queues
                             WHERE paused = TRUE
                               AND (paused_until IS NULL OR paused_until > :now)))
-    SELECT cand.id FROM cand LEFT JOIN running ON running.user_id = cand.user_id
+    SELECT cand.id FROM cand
     LEFT JOIN worker_fair AS f ON :fair AND f.type = :type AND f.user_id = cand.user_id
-    WHERE cand.turn + COALESCE(running.n, 0) <= :per_user
+    WHERE cand.turn <= :limit AND cand.turn <= :per_user
+      AND (:per_user >= 4611686018427387904
+           OR cand.turn + (SELECT COUNT(*) FROM worker_jobs AS r
+                           INDEXED BY worker_jobs_unfinished_type_user
+                           WHERE r.type = :type AND r.user_id = cand.user_id
+                             AND r.finished IS NULL AND r.started IS NOT NULL
+                             AND r.started >= :stale) <= :per_user)
     ORDER BY CASE WHEN :fair THEN cand.turn ELSE 0 END, f.served NULLS FIRST,
              cand.priority, cand.due, cand.id
     LIMIT :limit)
 RETURNING *
 
+-- name: claim_limited_plain
+-- A limited type without a per-user limit or FAIR: the first :limit of its due rows in
+-- claim order, found through the type's unfinished rows.
+UPDATE worker_jobs
+SET started = :now, claimed_by = :worker, attempts = attempts + 1, updated_at = :now
+WHERE id IN (
+    SELECT id FROM worker_jobs INDEXED BY worker_jobs_unfinished_type_user
+    WHERE finished IS NULL AND type = :type AND due <= :now
+      AND (started IS NULL OR (started < :stale AND attempts < :max_attempts))
+      AND (:queue IS NULL OR queue = :queue)
+      AND queue NOT IN (SELECT name FROM worker_queues
+                        WHERE paused = TRUE AND (paused_until IS NULL OR paused_until > :now))
+    ORDER BY priority, due, id
+    LIMIT :limit)
+RETURNING *
+
 -- name: running_of_type
--- Running rows of one type (of one user when :user_id is given), not stale.
-SELECT COUNT(*) AS n FROM worker_jobs
-WHERE type = :type AND finished IS NULL AND started IS NOT NULL AND started >= :stale
+-- Running rows of one type (of one user when :user_id is given), not stale: found
+-- through the small index of running rows.
+SELECT COUNT(*) AS n FROM worker_jobs INDEXED BY worker_jobs_running_claimed_by
+WHERE finished IS NULL AND started IS NOT NULL AND type = :type AND started >= :stale
   AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
 
 -- name: fair_served
