@@ -755,8 +755,8 @@ class Store(ABC):
                            loop_blocked_ms=int(r.get("loop_blocked_ms") or 0)) for r in rows]
 
     def rescue(self, dead_after: timedelta, max_attempts: int = DEFAULT_MAX_ATTEMPTS, *,
-               seen_since: datetime | None = None, charge_deaths: bool = True
-               ) -> RescueReport:
+               seen_since: datetime | None = None, charge_deaths: bool = True,
+               decided_at: datetime | None = None) -> RescueReport:
         """Make jobs of dead workers (and stale jobs) pending again, or fail them for good.
 
         A worker is dead when its last heartbeat is older than ``dead_after``; with
@@ -765,10 +765,13 @@ class Store(ABC):
         ``charge_deaths`` counts each death against the job (see ``rules.rescue``); a
         job given up on is failed, a cron job's chain still continues at its next
         occurrence. A job cancelled or superseded while it ran is cancelled instead.
+        ``decided_at`` (default: now) is when the caller judged the database reachable:
+        silence is measured up to then, so a pass delayed by an outage rescues no worker
+        that was alive when it was decided.
         """
         with self.transaction() as tx:
             now = utcnow()
-            dead = self._t(now - dead_after)
+            dead = self._t(min(now, decided_at or now) - dead_after)
             since = self._t(seen_since or datetime(1970, 1, 1, tzinfo=now.tzinfo))
             rows = tx.q("abandoned", stale=self._t(self.stale_cutoff(now)), dead=dead,
                         seen_since=since)

@@ -51,6 +51,10 @@ class Rescuer:
         self._blocked_since: float | None = None
         self._blocked_jobs: set[int] = set()
         self._warned_at = 0.0
+        self._state = threading.Lock()  # heartbeat thread -> rescue thread
+        self._connected_since: float | None = None
+        self._covered_since: datetime | None = None
+        self._last_ok = time.monotonic()
 
     async def start(self) -> None:
         """Start the loop's ticks and the thread (the first heartbeat was written at
@@ -86,23 +90,30 @@ class Rescuer:
             log.error("cannot open the heartbeat's own connection (%s); using the shared "
                       "one", first_line(exc))
             beats = store
+        rescue = threading.Thread(target=self._rescue_loop, name="jobtable-rescue",
+                                  daemon=True)
+        rescue.start()
         try:
-            self._beat_and_rescue(beats)
+            self._beat(beats)
         finally:
+            rescue.join(60)
             if beats is not store:
                 beats.close()
 
-    def _beat_and_rescue(self, store: Store) -> None:
-        shared, rescue_after = self.shared, self.settings.rescue_after
-        interval = max(0.2, min(5.0, rescue_after.total_seconds() / 3))
+    def _beat(self, store: Store) -> None:
+        """Heartbeats and the loop watchdog; never waits for the rescue pass, whose
+        database calls may wait for a pool that reconnects after an outage."""
+        shared = self.shared
+        interval = self._interval()
         # Rescue a worker's jobs only when this worker could reach the database during
         # that worker's whole silence: it was last seen after our connectivity began
         # (``covered_since``), or we have been connected for a whole rescue window.
         # Right after an outage (even one that merely made our calls wait) others'
         # heartbeats may be old only because nobody could write them.
-        connected_since: float | None = time.monotonic()
-        covered_since: datetime | None = utcnow()
+        self._connected_since = time.monotonic()
+        self._covered_since = utcnow()
         last_ok = time.monotonic()
+        self._last_ok = last_ok
         down_since: float | None = None
         next_beat = time.monotonic() + interval * random.uniform(0.8, 1.2)
         while not self._stop.wait(TICK):
@@ -110,11 +121,12 @@ class Rescuer:
             if time.monotonic() < next_beat:
                 continue
             next_beat = time.monotonic() + interval * random.uniform(0.8, 1.2)
-            began, began_wall = time.monotonic(), utcnow()
+            began = time.monotonic()
             try:
                 store.heartbeat(shared.worker_id, shared.concurrency, os.getpid())
             except Exception as exc:
-                connected_since = covered_since = None
+                with self._state:
+                    self._connected_since = self._covered_since = None
                 if down_since is None:
                     down_since = time.monotonic()
                     log.error("database error during heartbeat: %s; retrying",
@@ -125,14 +137,34 @@ class Rescuer:
                 log.warning("heartbeat reached the database again after %.1fs",
                             now - down_since)
                 down_since = None
-            if connected_since is None or now - began > interval or now - last_ok > 3 * interval:
-                connected_since, covered_since = now, began_wall
-            last_ok = now
-            whole_window = now - connected_since >= rescue_after.total_seconds()
+            with self._state:
+                if (self._connected_since is None or now - began > interval
+                        or now - last_ok > 3 * interval):
+                    # Reachable for certain only from the end of this call.
+                    self._connected_since, self._covered_since = now, utcnow()
+                self._last_ok = last_ok = now
+
+    def _interval(self) -> float:
+        return max(0.2, min(5.0, self.settings.rescue_after.total_seconds() / 3))
+
+    def _rescue_loop(self) -> None:
+        """The rescue pass, every heartbeat interval, decided on the heartbeat's view of
+        the database: only while the last heartbeat is recent."""
+        store, rescue_after = self.shared.store, self.settings.rescue_after
+        interval = self._interval()
+        while not self._stop.wait(interval * random.uniform(0.8, 1.2)):
+            with self._state:
+                connected, covered, last_ok = (self._connected_since, self._covered_since,
+                                               self._last_ok)
+            now = time.monotonic()
+            if connected is None or now - last_ok > 2 * interval:
+                continue
+            whole_window = now - connected >= rescue_after.total_seconds()
             try:
                 report = store.rescue(rescue_after, self.settings.max_attempts,
-                                      seen_since=None if whole_window else covered_since,
-                                      charge_deaths=not self.settings.isolate_suspects)
+                                      seen_since=None if whole_window else covered,
+                                      charge_deaths=not self.settings.isolate_suspects,
+                                      decided_at=utcnow())
             except Exception as exc:
                 log.error("rescue pass failed: %s", first_line(exc))
                 continue
@@ -140,13 +172,13 @@ class Rescuer:
                 log.warning("rescued jobs %s from workers that stopped responding",
                             report.reset)
                 self._wake()
-            self._release_gone_neighbours(store, interval)
             if report.cancelled:
                 log.warning("cancelled jobs %s of workers that stopped responding: "
                             "cancelled or superseded while they ran", report.cancelled)
             if report.failed:
                 log.error("gave up on jobs %s of workers that stopped responding",
                           report.failed)
+            self._release_gone_neighbours(store, interval)
 
     def _release_gone_neighbours(self, store: Store, interval: float) -> None:
         """Release at once the jobs of workers on this host whose process is gone.
