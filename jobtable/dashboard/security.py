@@ -87,21 +87,21 @@ def parse_allowed_hosts(values: str | Iterable[str] | None) -> tuple[HostPattern
     """Allowed ``Host`` values from a list and/or comma- or space-separated text:
     ``ops.example.com``, ``ops.example.com:8443``, ``*.example.com``, ``[::1]``, or ``*``
     for any. Raises ``ConfigError`` naming a malformed entry."""
-    if values is None:
-        return ()
-    items = [values] if isinstance(values, str) else list(values)
     out = []
-    for item in items:
-        for entry in re.split(r"[,\s]+", item):
-            if not entry:
-                continue
-            parsed = _split_host(entry)
-            if parsed is None:
-                raise ConfigError(
-                    f"allowed host {entry!r} is not a host name: use a name such as "
-                    "'ops.example.com', optionally with ':port', '*.example.com', or '*'")
-            out.append(parsed)
+    for entry in _entries(values):
+        parsed = _split_host(entry)
+        if parsed is None:
+            raise ConfigError(
+                f"allowed host {entry!r} is not a host name: use a name such as "
+                "'ops.example.com', optionally with ':port', '*.example.com', or '*'")
+        out.append(parsed)
     return tuple(out)
+
+
+def _entries(values: str | Iterable[str] | None) -> list[str]:
+    """The entries of a list and/or comma- or space-separated text, empty ones dropped."""
+    items = [] if values is None else [values] if isinstance(values, str) else list(values)
+    return [entry for item in items for entry in re.split(r"[,\s]+", item) if entry]
 
 
 def _parse_origin(text: str) -> Origin | None:
@@ -122,20 +122,14 @@ def _parse_origin(text: str) -> Origin | None:
 def parse_origins(values: str | Iterable[str] | None) -> tuple[Origin, ...]:
     """The dashboard's public origins (``https://ops.example.com``); raises
     ``ConfigError`` naming one that is not ``http(s)://host[:port]``."""
-    if values is None:
-        return ()
-    items = [values] if isinstance(values, str) else list(values)
     out = []
-    for item in items:
-        for entry in re.split(r"[,\s]+", item):
-            if not entry:
-                continue
-            parsed = _parse_origin(entry)
-            if parsed is None or urlsplit(entry).path not in ("", "/"):
-                raise ConfigError(
-                    f"origin {entry!r} is not an origin: use scheme, host and optional port "
-                    "only, such as 'https://ops.example.com' or 'http://127.0.0.1:8787'")
-            out.append(parsed)
+    for entry in _entries(values):
+        parsed = _parse_origin(entry)
+        if parsed is None or urlsplit(entry).path not in ("", "/"):
+            raise ConfigError(
+                f"origin {entry!r} is not an origin: use scheme, host and optional port "
+                "only, such as 'https://ops.example.com' or 'http://127.0.0.1:8787'")
+        out.append(parsed)
     return tuple(out)
 
 
