@@ -170,7 +170,7 @@ def find_pgbench() -> str:
 def run_pgbench(clients: int, seconds: int) -> dict[str, Any]:
     import psycopg
 
-    url = f"{PG_BASE}/bench_pgbench"
+    url = f"{PG_BASE}/{os.environ.get('BENCH_DB_PREFIX', 'bench_')}pgbench"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS pgbench_jobs (id bigserial PRIMARY KEY,"
@@ -211,7 +211,7 @@ def ensure_databases() -> None:
     from systems.common import ensure_pg_database
 
     for name in ("jobtable", "procrastinate", "pgqueuer", "pgbench"):
-        ensure_pg_database(f"bench_{name}")
+        ensure_pg_database(f"{os.environ.get('BENCH_DB_PREFIX', 'bench_')}{name}")
 
 
 def same_as_default(system: str) -> bool:
@@ -473,8 +473,14 @@ def main() -> None:
     parser.add_argument(
         "--pending", type=int, default=0,
         help="a backlog of rows not yet due in jobtable's table before every figure")
+    parser.add_argument(
+        "--db-prefix", default=None,
+        help="prefix of the bench databases' names and SQLite files (default bench_; "
+             "or BENCH_DB_PREFIX), so that runs sharing one server do not collide")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.json")
     args = parser.parse_args()
+    if args.db_prefix is not None:
+        os.environ["BENCH_DB_PREFIX"] = args.db_prefix
     # Read by the jobtable adapter's clear() in every measurement process.
     os.environ["BENCH_HISTORY"] = str(args.history)
     os.environ["BENCH_PENDING"] = str(args.pending)

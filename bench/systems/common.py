@@ -21,18 +21,21 @@ REPO_ROOT = BENCH_DIR.parent
 
 #: Server URL without database name; each system gets its own database on it.
 PG_BASE = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+#: Prefix of the bench databases' names (``bench_`` unless ``BENCH_DB_PREFIX`` says
+#: otherwise), so that two runs on one server need not share databases.
+DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench_")
 #: Folder for the SQLite files (huey's and jobtable's).
 SQLITE_DIR = Path(os.environ.get("BENCH_SQLITE_DIR", "/tmp/jobtable-bench"))
 
 
 def pg_url(system: str) -> str:
     """URL of the database reserved for one system (``bench_<system>``)."""
-    return f"{PG_BASE}/bench_{system}"
+    return f"{PG_BASE}/{DB_PREFIX}{system}"
 
 
 def sqlite_path(system: str) -> Path:
     SQLITE_DIR.mkdir(parents=True, exist_ok=True)
-    return SQLITE_DIR / f"bench_{system}.db"
+    return SQLITE_DIR / f"{DB_PREFIX}{system}.db"
 
 
 def ensure_pg_database(name: str) -> None:
