@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -16,12 +17,22 @@ from jobtable.cron import parse_cron
 from jobtable.errors import (
     ActionRefusedError,
     ConfigError,
+    InvalidDataError,
     InvalidJobError,
     JobNotFoundError,
     MigrationError,
     UnknownJobTypeError,
 )
-from jobtable.model import JobStatus, NewJob, WorkerJob, WorkerJobConfig, check_queue
+from jobtable.model import (
+    UNSET,
+    JobStatus,
+    NewJob,
+    WorkerJob,
+    WorkerJobConfig,
+    check_queue,
+    check_unique_key,
+    dump_json,
+)
 from jobtable.registry import Registry, discover
 from jobtable.reports import (
     RUNTIME_BUCKETS,
@@ -35,11 +46,12 @@ from jobtable.routing import QueueInfo, is_paused
 from jobtable.settings import Settings, load_settings
 from jobtable.store import Store, open_store
 from jobtable.store.base import STATUSES, RescueReport, WorkerInfo
-from jobtable.timeutil import parse_duration, to_timedelta, utcnow
+from jobtable.timeutil import parse_duration, require_aware, to_timedelta, utcnow
 
 PURGE_BATCH = 1000
 RETRY_BATCH = 200
 SEARCH_WINDOW = 10_000  # newest jobs a data search reads
+MAX_TEMPLATES = 1000  # job types whose row template is kept
 
 
 class JobTable:
@@ -85,6 +97,8 @@ class JobTable:
         self._migrated = False
         self._migrate_lock = threading.Lock()
         self._wakeups: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        # Per job type: (its module's defaults, the policy settings, its row template).
+        self._templates: dict[str, tuple[dict[str, Any], dict[str, Any], NewJob]] = {}
 
     # -- life cycle -------------------------------------------------------------
 
@@ -140,19 +154,90 @@ class JobTable:
     # -- scheduling -------------------------------------------------------------
 
     def _new_job(self, config: WorkerJobConfig, cron: str | None = None,
-                 timezone: str | None = None, declared: bool = False) -> NewJob:
+                 timezone: str | None = None, declared: bool = False,
+                 now: datetime | None = None) -> NewJob:
         if not isinstance(config, WorkerJobConfig):
             raise InvalidJobError(
                 f"expected a WorkerJobConfig, got {type(config).__name__}")
-        valid = config.validated(self.registry.defaults(config.type), {
-            "max_retries": self.settings.max_retries,
-            "max_backoff": self.settings.max_backoff})
-        if valid.type in self.registry:
-            self.registry.check_data(valid.type, valid.data)
-        elif self.strict and valid.type not in self.known_types:
-            raise UnknownJobTypeError(valid.type, [*self.registry.names, *self.known_types])
-        return rules.new_job(valid, utcnow(), cron=cron, timezone=timezone,
-                                  declared=declared)
+        if cron is None and not declared:
+            job = self._plain_job(config, now)
+            if job is not None:
+                return job
+        valid = config.validated(self.registry.defaults(config.type), self._policy_settings())
+        self._check_type(valid.type, valid.data)
+        return rules.new_job(valid, now or utcnow(), cron=cron, timezone=timezone,
+                             declared=declared)
+
+    def _policy_settings(self) -> dict[str, Any]:
+        return {"max_retries": self.settings.max_retries,
+                "max_backoff": self.settings.max_backoff}
+
+    def _check_type(self, job_type: str, data: dict[str, Any]) -> None:
+        if job_type in self.registry:
+            self.registry.check_data(job_type, data)
+        elif self.strict and job_type not in self.known_types:
+            raise UnknownJobTypeError(job_type, [*self.registry.names, *self.known_types])
+
+    def _plain_job(self, config: WorkerJobConfig, now: datetime | None) -> NewJob | None:
+        """The row of a config that leaves every policy to its job type (the common
+        case), from the type's row template: its module's defaults are checked once,
+        not per job. None when the full check must run: the config sets a policy, or
+        something in it is wrong (the full check names the first problem, as always).
+        """
+        if (config.auto_reschedule_on_failure is not None
+                or config.auto_reschedule_on_failure_delay is not None
+                or config.remove_delay is not None or config.queue is not None
+                or config.priority is not None or config.on_conflict is not None
+                or config.max_retries is not UNSET or config.backoff is not None
+                or config.max_backoff is not None):
+            return None
+        job_type, user_id = config.type, config.user_id
+        if type(user_id) is not int or not -(2**63) <= user_id < 2**63:
+            return None
+        template = self._template(job_type)
+        if template is None:
+            return None
+        data: Any = config.data
+        if data is None or (type(data) is dict and not data):
+            data, data_json = {}, "{}"
+        elif type(data) is dict:
+            try:
+                data_json = dump_json(data, "data")
+            except InvalidDataError:
+                return None
+            data = json.loads(data_json)
+        else:
+            return None
+        due = config.due
+        try:
+            if due is not None:
+                due = require_aware(due, "due")
+            unique_key = check_unique_key(config.unique_key)
+        except InvalidJobError:
+            return None
+        self._check_type(job_type, data)
+        return rules.new_job_like(template, user_id=user_id, data=data, data_json=data_json,
+                                  due=due or now or utcnow(), unique_key=unique_key)
+
+    def _template(self, job_type: object) -> NewJob | None:
+        """A new row of ``job_type`` with the policies its module and the settings give,
+        checked; None for a name that is not a valid type or defaults that are wrong."""
+        if type(job_type) is not str:
+            return None
+        defaults = self.registry.defaults(job_type)
+        settings = self._policy_settings()
+        cached = self._templates.get(job_type)
+        if cached is not None and cached[0] == defaults and cached[1] == settings:
+            return cached[2]
+        try:
+            valid = WorkerJobConfig(type=job_type).validated(defaults, settings)
+        except InvalidJobError:
+            return None
+        template = rules.new_job(valid, utcnow())
+        if len(self._templates) >= MAX_TEMPLATES:
+            self._templates.clear()
+        self._templates[job_type] = (defaults, settings, template)
+        return template
 
     def schedule_job(self, config: WorkerJobConfig, *,
                      connection: object | None = None) -> WorkerJob:
@@ -194,7 +279,8 @@ class JobTable:
         ``connection``: as for ``schedule_job``. ``return_rows=False`` returns only the
         ids (a kept job: the id of the row it kept), which spares reading every new row
         back: the faster choice for large batches."""
-        jobs = [self._new_job(c) for c in configs]
+        now = utcnow()
+        jobs = [self._new_job(c, now=now) for c in configs]
         if return_rows or connection is not None or self.settings.otel:
             rows = self._schedule(jobs, connection)
             return rows if return_rows else [r.id for r in rows]

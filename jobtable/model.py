@@ -168,13 +168,19 @@ def dump_json(value: Any, what: str) -> str:
             f"{what} is not JSON-serialisable ({exc}); use dicts, lists, strings, numbers, "
             "booleans and None"
         ) from None
-    problem = _scan(value, 0)
-    if problem is _TOO_DEEP:
-        raise InvalidDataError(f"{what} {nesting_problem(value)}")
-    if problem:
-        raise InvalidDataError(
-            f"{what} contains {problem}, which the database cannot store in JSON; remove it "
-            "or encode the text (e.g. base64)")
+    # The text escapes every character outside ASCII, so the NUL character and unpaired
+    # surrogates can only show as "\u0000" and "\ud8.." to "\udf.."; and objects and
+    # lists cannot nest deeper than the text has brackets. Plain data is done here;
+    # anything else is walked to name its problem.
+    if (text.count("[") + text.count("{") > MAX_JSON_DEPTH or "\\u0000" in text
+            or "\\ud" in text):
+        problem = _scan(value, 0)
+        if problem is _TOO_DEEP:
+            raise InvalidDataError(f"{what} {nesting_problem(value)}")
+        if problem:
+            raise InvalidDataError(
+                f"{what} contains {problem}, which the database cannot store in JSON; "
+                "remove it or encode the text (e.g. base64)")
     return text
 
 
@@ -342,6 +348,7 @@ class WorkerJobConfig:
             max_retries=max_retries,
             backoff=backoff,
             max_backoff=max_backoff,
+            data_json=data_json,
         )
 
 
@@ -363,6 +370,8 @@ class ValidConfig:
     max_retries: int | None = DEFAULT_MAX_RETRIES
     backoff: Backoff = "constant"
     max_backoff: timedelta = timedelta(milliseconds=DEFAULT_MAX_BACKOFF_MS)
+    data_json: str | None = field(default=None, repr=False, compare=False)
+    """``data`` as the JSON text that was checked (what the store writes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +398,8 @@ class NewJob:
     queue: str = "default"
     priority: int = 0
     trace_context: dict[str, str] | None = None
+    data_json: str | None = field(default=None, repr=False, compare=False)
+    """``data`` as JSON text, when scheduling has it already (spares dumping it again)."""
 
 
 @dataclass(frozen=True, slots=True)

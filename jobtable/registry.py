@@ -40,6 +40,7 @@ log = logging.getLogger("jobtable.registry")
 MODULE_DEFAULTS = ("auto_reschedule_on_failure", "auto_reschedule_on_failure_delay",
                    "remove_delay", "queue", "priority", "on_conflict", "max_retries",
                    "backoff", "max_backoff")
+_DEFAULT_NAMES = tuple((field, field.upper()) for field in MODULE_DEFAULTS)
 # Module settings for which None is a value (MAX_RETRIES = None: unlimited), not "unset".
 _NONE_IS_A_VALUE = ("max_retries",)
 _STAND_IN_PREFIX = "jobtable_user_jobs_"  # a jobs folder that cannot load by its own name
@@ -159,9 +160,17 @@ class Registry:
         jt = self.get(name) if isinstance(name, str) else None
         if jt is None or jt.module is None:
             return {}
-        return {field: value for field in MODULE_DEFAULTS
-                if (value := getattr(jt.module, field.upper(), None)) is not None
-                or (field in _NONE_IS_A_VALUE and hasattr(jt.module, field.upper()))}
+        # The module's namespace, read directly: getattr of an absent name costs an
+        # exception each, and this runs for every job scheduled. A module with its own
+        # __getattr__ (PEP 562) is asked through getattr.
+        space = vars(jt.module)
+        if "__getattr__" in space:
+            return {field: value for field, upper in _DEFAULT_NAMES
+                    if (value := getattr(jt.module, upper, None)) is not None
+                    or (field in _NONE_IS_A_VALUE and hasattr(jt.module, upper))}
+        return {field: value for field, upper in _DEFAULT_NAMES
+                if (value := space.get(upper)) is not None
+                or (field in _NONE_IS_A_VALUE and upper in space)}
 
     def limits(self) -> list[TypeLimits]:
         """The flow limits of every loadable job type that declares any."""

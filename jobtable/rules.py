@@ -11,11 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobtable.cron import parse_cron
-from jobtable.model import Ending, JobStatus, NewJob, Outcome, ValidConfig, WorkerJob
+from jobtable.model import (
+    CANCELLED_MESSAGE,
+    Ending,
+    JobStatus,
+    NewJob,
+    Outcome,
+    ValidConfig,
+    WorkerJob,
+)
 from jobtable.timeutil import to_millis
 
 DEFAULT_MAX_ATTEMPTS = 4
@@ -65,6 +73,71 @@ def new_job(
         max_retries=config.max_retries,
         backoff=config.backoff,
         max_backoff_ms=to_millis(config.max_backoff),
+        data_json=config.data_json,
+    )
+
+
+def new_job_like(template: NewJob, *, user_id: int, data: dict[str, Any],
+                 data_json: str | None, due: datetime, unique_key: str | None) -> NewJob:
+    """``template`` (a one-off row of ``new_job``) for another user, data, due time and
+    key: what ``new_job`` gives for a config of that type which sets only these."""
+    return NewJob(
+        type=template.type,
+        user_id=user_id,
+        data=data,
+        due=due,
+        auto_reschedule_on_failure=template.auto_reschedule_on_failure,
+        auto_reschedule_on_failure_delay_ms=template.auto_reschedule_on_failure_delay_ms,
+        remove_delay_ms=template.remove_delay_ms,
+        queue=template.queue,
+        priority=template.priority,
+        unique_key=unique_key,
+        on_conflict=template.on_conflict,
+        max_retries=template.max_retries,
+        backoff=template.backoff,
+        max_backoff_ms=template.max_backoff_ms,
+        data_json=data_json,
+    )
+
+
+def written_row(job: NewJob, job_id: int, now: datetime, *, data: dict[str, Any],
+                cancelled: bool = False) -> WorkerJob:
+    """The row that scheduling writes for ``job`` with id ``job_id`` at ``now`` (its
+    ``created_at``): pending, or, when a later job of its batch replaced it
+    (``cancelled``), finished as cancelled. ``data`` is ``job.data`` as the database
+    gives it back. What a store returns instead of reading the row it just wrote."""
+    return WorkerJob(
+        id=job_id,
+        type=job.type,
+        user_id=job.user_id,
+        data=data,
+        due=job.due.astimezone(UTC),
+        started=None,
+        finished=now if cancelled else None,
+        remove_at=None,
+        success=False if cancelled else None,
+        result={"error": CANCELLED_MESSAGE} if cancelled else None,
+        cron_schedule=job.cron_schedule,
+        cron_timezone=job.cron_timezone,
+        auto_reschedule_on_failure=job.auto_reschedule_on_failure,
+        auto_reschedule_on_failure_delay=job.auto_reschedule_on_failure_delay_ms,
+        remove_delay=job.remove_delay_ms,
+        rescheduled_from_job=job.rescheduled_from_job,
+        cancelled=cancelled,
+        attempts=0,
+        claimed_by=None,
+        declared=job.declared,
+        created_at=now,
+        updated_at=now,
+        retry_count=job.retry_count,
+        max_retries=job.max_retries,
+        backoff=job.backoff,
+        max_backoff=job.max_backoff_ms,
+        unique_key=job.unique_key,
+        on_conflict=job.on_conflict,
+        queue=job.queue,
+        priority=job.priority,
+        trace_context=job.trace_context,
     )
 
 
