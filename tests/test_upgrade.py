@@ -58,3 +58,35 @@ def test_a_database_of_the_previous_release_upgrades_with_rows_and_chains_intact
         assert chain[-1].rescheduled_from_job is not None
         assert [j.status for j in chain].count(JobStatus.PENDING) == 1  # the chain goes on
         assert jt.get_job(before[2].id).status is JobStatus.SUCCEEDED  # type: ignore[union-attr]
+
+
+OLD_SCHEDULE_ONE = """
+SELECT id, cancelled FROM jobtable_schedule_one(
+    now(), now() - interval '1 hour', '{"error": "replaced"}', %s, 'note', %s, '{}', now(),
+    NULL, NULL, FALSE, 0, 3600000, NULL, FALSE, 0, 25, 'constant', 3600000, NULL,
+    'replace', 'default', 0, NULL, '0')
+"""
+
+
+def test_a_scheduler_of_the_previous_release_and_one_of_this_keep_rule_2_together(
+        pg_url: str, tmp_path: Path) -> None:
+    """During an upgrade, clients of the previous release (its schedule functions, kept
+    by migration 0011) and of this one (the id-returning functions) take the same pair
+    locks and cancel each other's pending jobs."""
+    from jobtable import WorkerJobConfig
+    from jobtable.store.base import pair_key
+
+    jobs = write_jobs(tmp_path / "jobs", {"note": "def run(params):\n    return None\n"},
+                      recorder=False)
+    with open_store(pg_url) as store:
+        migrate(store, up_to=9)                     # the previous release's schema
+    [(old_id, _)] = sql(pg_url, OLD_SCHEDULE_ONE, pair_key("note", 1), 1)
+    with open_table(pg_url, jobs) as jt:
+        jt.migrate()
+        new = jt.schedule_job(WorkerJobConfig(type="note", user_id=1))
+        assert jt.get_job(old_id).cancelled  # type: ignore[union-attr]
+        [(again, _)] = sql(pg_url, OLD_SCHEDULE_ONE, pair_key("note", 1), 1)
+        assert jt.get_job(new.id).cancelled  # type: ignore[union-attr]
+        batch = jt.schedule_jobs([WorkerJobConfig(type="note", user_id=u) for u in (1, 2)])
+        assert jt.get_job(again).cancelled  # type: ignore[union-attr]
+        assert [j.status for j in batch] == [JobStatus.PENDING, JobStatus.PENDING]

@@ -299,7 +299,7 @@ class Store(ABC):
 
     @abstractmethod
     def _write(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-               plan: rules.BatchPlan, now: datetime) -> Steps[list[Row]]:
+               plan: rules.BatchPlan, now: datetime) -> Steps[list[WorkerJob]]:
         """Rule 2's writes, once per dialect, as steps: cancel the pending rows that
         ``plan`` names (``cancel_ids``) or matches (``matches``), then insert ``jobs``
         (those the plan writes), each already cancelled where ``cancelled`` says so;
@@ -335,7 +335,7 @@ class Store(ABC):
         out: list[WorkerJob] = []
         for ins, kept in zip(plan.insert, plan.kept, strict=True):
             if ins:
-                out.append(self.to_job(next(written)))
+                out.append(next(written))
             elif kept is not None and kept[0] == "batch":
                 out.append(dataclasses.replace(out[kept[1]], inserted=False))
             elif kept is not None:

@@ -8,6 +8,7 @@ transaction-scoped advisory lock; batches travel as arrays in one statement.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import re
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -164,46 +166,59 @@ class PostgresStore(Store):
 
     def schedule(self, jobs: Sequence[NewJob], *,
                  cancelled: list[int] | None = None) -> list[WorkerJob]:
-        """Rule 2 in one round trip: ``jobtable_schedule()`` takes the pair locks,
-        cancels, inserts and notifies on the server. A batch with an
-        ``on_conflict="keep"`` job needs the pairs' pending rows first, and a caller
-        asking which rows were cancelled needs them too: those run as a transaction
-        (lock, read, plan, write)."""
+        """Rule 2 in one round trip: the server-side function takes the pair locks,
+        cancels, inserts and notifies, and returns the new ids; the rows are built from
+        what was sent. A batch with an ``on_conflict="keep"`` job needs the pairs'
+        pending rows first, and a caller asking which rows were cancelled needs them
+        too: those run as a transaction (lock, read, plan, write)."""
         if not jobs:
             return []
         if cancelled is not None or rules.needs_table_rows(jobs):
             return super().schedule(jobs, cancelled=cancelled)
-        name, params = self._fast_call(jobs, utcnow())
-        return [self.to_job(r) for r in self.read(name, **params)]
+        now = utcnow()
+        name, params, flags = self._fast_call(jobs, now)
+        return self._rows(jobs, flags, _ids(self.read(name, **params)), now)
 
     def schedule_ids(self, jobs: Sequence[NewJob]) -> list[int]:
-        """``schedule`` reading back only the ids (the same server-side call)."""
+        """``schedule`` returning only the ids (the same server-side call)."""
         if not jobs:
             return []
         if rules.needs_table_rows(jobs):
             return super().schedule_ids(jobs)
-        name, params = self._fast_call(jobs, utcnow())
-        return [int(r["id"]) for r in self.read(f"{name}_ids", **params)]
+        name, params, _ = self._fast_call(jobs, utcnow())
+        return _ids(self.read(name, **params))
 
-    def _fast_call(self, jobs: Sequence[NewJob], now: datetime) -> tuple[str, dict[str, Any]]:
-        """The one server-side call that schedules ``jobs`` (none of them ``keep``)."""
+    def _fast_call(self, jobs: Sequence[NewJob], now: datetime
+                   ) -> tuple[str, dict[str, Any], list[bool]]:
+        """The one server-side call that schedules ``jobs`` (none of them ``keep``), and
+        which of them it writes already cancelled (replaced by a later job of theirs)."""
         if len(jobs) == 1:
-            j = jobs[0]
-            return "schedule_one", dict(
-                now=now, stale=self.stale_cutoff(now),
-                cancel_result=self.cancel_result(), key=pair_key(j.type, j.user_id),
-                type=j.type, user_id=j.user_id, data=Jsonb(j.data), due=j.due,
-                cron_schedule=j.cron_schedule, cron_timezone=j.cron_timezone,
-                auto_reschedule=j.auto_reschedule_on_failure,
-                retry_delay=j.auto_reschedule_on_failure_delay_ms,
-                remove_delay=j.remove_delay_ms, rescheduled_from=j.rescheduled_from_job,
-                declared=j.declared, retry_count=j.retry_count, max_retries=j.max_retries,
-                backoff=j.backoff, max_backoff=j.max_backoff_ms, unique_key=j.unique_key,
-                on_conflict=j.on_conflict, queue=j.queue, priority=j.priority,
-                trace_context=None if j.trace_context is None else Jsonb(j.trace_context),
-                payload=f"{j.due.timestamp():.6f}")
+            return "schedule_one_id", self._one_params(jobs[0], now), [False]
         plan = rules.plan_batch(jobs, None)
-        return "schedule", self._schedule_params(jobs, plan.cancelled, plan, now)
+        return "schedule_batch", self._batch_params(jobs, plan.cancelled, plan, now), \
+            plan.cancelled
+
+    def _one_params(self, j: NewJob, now: datetime) -> dict[str, Any]:
+        """The parameters of ``jobtable_schedule_one_id()``."""
+        return dict(
+            now=now, stale=self.stale_cutoff(now), cancel_result=self.cancel_result(),
+            key=pair_key(j.type, j.user_id), type=j.type, user_id=j.user_id,
+            data=_data_json(j), due=j.due, cron_schedule=j.cron_schedule,
+            cron_timezone=j.cron_timezone, auto_reschedule=j.auto_reschedule_on_failure,
+            retry_delay=j.auto_reschedule_on_failure_delay_ms, remove_delay=j.remove_delay_ms,
+            rescheduled_from=j.rescheduled_from_job, declared=j.declared,
+            retry_count=j.retry_count, max_retries=j.max_retries, backoff=j.backoff,
+            max_backoff=j.max_backoff_ms, unique_key=j.unique_key, on_conflict=j.on_conflict,
+            queue=j.queue, priority=j.priority, trace_context=_trace_json(j),
+            payload=f"{j.due.timestamp():.6f}")
+
+    def _rows(self, jobs: Sequence[NewJob], cancelled: Sequence[bool], ids: Sequence[int],
+              now: datetime) -> list[WorkerJob]:
+        """The rows just written, from what was sent (instead of reading them back)."""
+        if len(ids) != len(jobs):
+            raise RuntimeError(f"scheduling wrote {len(ids)} rows for {len(jobs)} jobs")
+        return [rules.written_row(j, i, now, data=_as_jsonb(j), cancelled=c)
+                for j, i, c in zip(jobs, ids, cancelled, strict=True)]
 
     # -- scheduling on a connection of the application's -------------------------
 
@@ -212,8 +227,8 @@ class PostgresStore(Store):
 
     def _foreign_steps(self, jobs: Sequence[NewJob], now: datetime) -> Steps[list[WorkerJob]]:
         if not rules.needs_table_rows(jobs):
-            name, params = self._fast_call(jobs, now)
-            return [self.to_job(r) for r in (yield name, params)]
+            name, params, flags = self._fast_call(jobs, now)
+            return self._rows(jobs, flags, _ids((yield name, params)), now)
         yield "lock_pairs", {"keys": [pair_key(t, u) for t, u in pair_order(jobs)]}
         return (yield from self._schedule_steps(jobs, now))
 
@@ -299,41 +314,50 @@ class PostgresStore(Store):
             tx.q("lock_pairs", keys=[pair_key(t, u) for t, u in pairs])
 
     def _write(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-               plan: rules.BatchPlan, now: datetime) -> Steps[list[Row]]:
-        """The server-side ``jobtable_schedule()`` (the caller's pair locks are taken
-        again, which PostgreSQL allows within one transaction)."""
-        rows = yield "schedule", self._schedule_params(jobs, cancelled, plan, now)
-        return rows
+               plan: rules.BatchPlan, now: datetime) -> Steps[list[WorkerJob]]:
+        """The server-side ``jobtable_schedule_batch()`` (the caller's pair locks are
+        taken again, which PostgreSQL allows within one transaction)."""
+        if not jobs and not plan.cancel_ids:
+            return []
+        ids = _ids((yield "schedule_batch", self._batch_params(jobs, cancelled, plan, now)))
+        return self._rows(jobs, cancelled, ids, now)
 
-    def _schedule_params(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-                         plan: rules.BatchPlan, now: datetime) -> dict[str, Any]:
-        """The parameters of ``jobtable_schedule()`` for a batch."""
+    def _batch_params(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
+                      plan: rules.BatchPlan, now: datetime) -> dict[str, Any]:
+        """The parameters of ``jobtable_schedule_batch()``: a column whose values are
+        all equal is sent as one value (an array of one element)."""
         matches = plan.matches
         return {
-            "keys": [pair_key(t, u) for t, u in pair_order(jobs)],
-            "match_types": [m.type for m in matches], "match_users": [m.user_id for m in matches],
-            "match_keys": [m.unique_key for m in matches],
-            "match_crons": [m.crons for m in matches], "cancel_ids": plan.cancel_ids,
-            "stale": self.stale_cutoff(now),
+            "now": now, "stale": self.stale_cutoff(now), "cancel_result": self.cancel_result(),
+            # Sorted and distinct: the lock order of every scheduler.
+            "keys": sorted({pair_key(j.type, j.user_id) for j in jobs}),
+            "match_types": _column([m.type for m in matches]),
+            "match_users": [m.user_id for m in matches],
+            "match_keys": _column([m.unique_key for m in matches]),
+            "match_crons": _column([m.crons for m in matches]),
+            "cancel_ids": plan.cancel_ids,
             "payload": f"{min((j.due for j in jobs), default=now).timestamp():.6f}",
-            "now": now, "cancel_result": self.cancel_result(),
-            "types": [j.type for j in jobs], "user_ids": [j.user_id for j in jobs],
-            "datas": [Jsonb(j.data) for j in jobs], "dues": [j.due for j in jobs],
-            "cron_schedules": [j.cron_schedule for j in jobs],
-            "cron_timezones": [j.cron_timezone for j in jobs],
-            "auto_reschedules": [j.auto_reschedule_on_failure for j in jobs],
-            "retry_delays": [j.auto_reschedule_on_failure_delay_ms for j in jobs],
-            "remove_delays": [j.remove_delay_ms for j in jobs],
-            "rescheduled_froms": [j.rescheduled_from_job for j in jobs],
-            "declareds": [j.declared for j in jobs], "cancelleds": list(cancelled),
-            "retry_counts": [j.retry_count for j in jobs],
-            "max_retries": [j.max_retries for j in jobs], "backoffs": [j.backoff for j in jobs],
-            "max_backoffs": [j.max_backoff_ms for j in jobs],
-            "unique_keys": [j.unique_key for j in jobs],
-            "on_conflicts": [j.on_conflict for j in jobs], "queues": [j.queue for j in jobs],
-            "priorities": [j.priority for j in jobs],
-            "trace_contexts": [None if j.trace_context is None else Jsonb(j.trace_context)
-                               for j in jobs]}
+            "types": _column([j.type for j in jobs]),
+            "user_ids": [j.user_id for j in jobs],
+            "datas": _column([_data_json(j) for j in jobs]),
+            "dues": _column([j.due for j in jobs]),
+            "cron_schedules": _column([j.cron_schedule for j in jobs]),
+            "cron_timezones": _column([j.cron_timezone for j in jobs]),
+            "auto_reschedules": _column([j.auto_reschedule_on_failure for j in jobs]),
+            "retry_delays": _column([j.auto_reschedule_on_failure_delay_ms for j in jobs]),
+            "remove_delays": _column([j.remove_delay_ms for j in jobs]),
+            "rescheduled_froms": _column([j.rescheduled_from_job for j in jobs]),
+            "declareds": _column([j.declared for j in jobs]),
+            "cancelleds": _column(list(cancelled)),
+            "retry_counts": _column([j.retry_count for j in jobs]),
+            "max_retries": _column([j.max_retries for j in jobs]),
+            "backoffs": _column([j.backoff for j in jobs]),
+            "max_backoffs": _column([j.max_backoff_ms for j in jobs]),
+            "unique_keys": _column([j.unique_key for j in jobs]),
+            "on_conflicts": _column([j.on_conflict for j in jobs]),
+            "queues": _column([j.queue for j in jobs]),
+            "priorities": _column([j.priority for j in jobs]),
+            "trace_contexts": _column([_trace_json(j) for j in jobs])}
 
     def _lock_limited(self, tx: Any, types: Sequence[str]) -> None:
         keys = sorted({pair_key(f"limit:{t}", 0) for t in types})
@@ -452,6 +476,54 @@ class _ListenWakeups(Wakeups):
                 self.listening = False
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 10.0)
+
+
+def _column(values: list[Any]) -> list[Any]:
+    """``values``, or the first alone when they are all equal (the schedule function
+    reads an array of one element as every job's value)."""
+    if len(values) > 1 and values.count(values[0]) == len(values):
+        return values[:1]
+    return values
+
+
+def _ids(rows: list[Row]) -> list[int]:
+    """The new ids from the row of a schedule function."""
+    value = rows[0]["ids"] if "ids" in rows[0] else [rows[0]["id"]]
+    return [int(i) for i in value]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _data_json(job: NewJob) -> str:
+    return job.data_json if job.data_json is not None else _dumps(job.data)
+
+
+def _trace_json(job: NewJob) -> str | None:
+    return None if job.trace_context is None else _dumps(job.trace_context)
+
+
+def _numeric(token: str) -> float | int:
+    # A number jsonb keeps as numeric and prints without an exponent: 1e+16 comes back
+    # as 10000000000000000, which JSON reads as an int.
+    if "e" in token or "E" in token:
+        exact = Decimal(token)
+        if exact == exact.to_integral_value():
+            return int(exact)
+    return float(token)
+
+
+def _as_jsonb(job: NewJob) -> dict[str, Any]:
+    """``job.data`` as jsonb gives it back: the same, unless a float was written with an
+    exponent (the only JSON text of Python's that jsonb prints differently)."""
+    text = job.data_json
+    if text is None:
+        text = _dumps(job.data)
+    elif "e+" not in text and "e-" not in text:
+        return job.data
+    loaded: dict[str, Any] = json.loads(text, parse_float=_numeric)
+    return loaded
 
 
 def _identity(rows: list[Row]) -> tuple[Any, ...]:

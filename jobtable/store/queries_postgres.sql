@@ -150,41 +150,24 @@ DELETE FROM worker_jobs WHERE id IN (
            OR (success = FALSE AND finished < :failed_before))
     LIMIT :batch)
 
--- name: schedule_one
--- Rule 2 for one job: see jobtable_schedule_one() in the migrations.
-SELECT * FROM jobtable_schedule_one(
+-- name: schedule_one_id
+-- Rule 2 for one job, returning its id: see jobtable_schedule_one_id() in the migrations.
+SELECT jobtable_schedule_one_id(
     :now, :stale, :cancel_result, :key, :type, :user_id, :data, :due, :cron_schedule,
     :cron_timezone, :auto_reschedule, :retry_delay, :remove_delay, :rescheduled_from,
     :declared, :retry_count, :max_retries, :backoff, :max_backoff, :unique_key,
-    :on_conflict, :queue, :priority, :trace_context, :payload)
+    :on_conflict, :queue, :priority, :trace_context, :payload) AS id
 
--- name: schedule_one_ids
--- The same, reading back only the ids.
-SELECT id FROM jobtable_schedule_one(
-    :now, :stale, :cancel_result, :key, :type, :user_id, :data, :due, :cron_schedule,
-    :cron_timezone, :auto_reschedule, :retry_delay, :remove_delay, :rescheduled_from,
-    :declared, :retry_count, :max_retries, :backoff, :max_backoff, :unique_key,
-    :on_conflict, :queue, :priority, :trace_context, :payload)
-
--- name: schedule
--- Rule 2 for a batch: see jobtable_schedule() in the migrations.
-SELECT * FROM jobtable_schedule(
+-- name: schedule_batch
+-- Rule 2 for a batch, returning the ids in batch order: see jobtable_schedule_batch()
+-- in the migrations (an array of one element stands for every job).
+SELECT jobtable_schedule_batch(
     :now, :stale, :cancel_result, :keys, :match_types, :match_users, :match_keys,
-    :match_crons, :cancel_ids, :types,
-    :user_ids, :datas, :dues, :cron_schedules, :cron_timezones, :auto_reschedules,
-    :retry_delays, :remove_delays, :rescheduled_froms, :declareds, :cancelleds,
-    :retry_counts, :max_retries, :backoffs, :max_backoffs, :unique_keys, :on_conflicts,
-    :queues, :priorities, :trace_contexts, :payload)
-
--- name: schedule_ids
--- The same, reading back only the ids.
-SELECT id FROM jobtable_schedule(
-    :now, :stale, :cancel_result, :keys, :match_types, :match_users, :match_keys,
-    :match_crons, :cancel_ids, :types,
-    :user_ids, :datas, :dues, :cron_schedules, :cron_timezones, :auto_reschedules,
-    :retry_delays, :remove_delays, :rescheduled_froms, :declareds, :cancelleds,
-    :retry_counts, :max_retries, :backoffs, :max_backoffs, :unique_keys, :on_conflicts,
-    :queues, :priorities, :trace_contexts, :payload)
+    :match_crons, :cancel_ids, :payload, :types, :user_ids, :datas, :dues,
+    :cron_schedules, :cron_timezones, :auto_reschedules, :retry_delays, :remove_delays,
+    :rescheduled_froms, :declareds, :cancelleds, :retry_counts, :max_retries, :backoffs,
+    :max_backoffs, :unique_keys, :on_conflicts, :queues, :priorities,
+    :trace_contexts) AS ids
 
 -- name: throughput
 -- The history figures read :pct percent of the table's pages (100: all; see

@@ -209,7 +209,7 @@ class SqliteStore(Store):
     plans_with_rows = True  # reading the pair's pending rows is an in-process call
 
     def _write(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
-               plan: rules.BatchPlan, now: datetime) -> Steps[list[Row]]:
+               plan: rules.BatchPlan, now: datetime) -> Steps[list[WorkerJob]]:
         result = self.cancel_result()
         t = self._t(now)
         stale = self._t(self.stale_cutoff(now))
@@ -233,7 +233,7 @@ class SqliteStore(Store):
                 on_conflict=job.on_conflict, queue=job.queue, priority=job.priority,
                 trace_context=None if job.trace_context is None
                 else json.dumps(job.trace_context), now=t)))
-        return rows
+        return [self.to_job(r) for r in rows]
 
     def _types_param(self, types: Sequence[str]) -> Any:
         return json.dumps(list(types))

@@ -240,3 +240,40 @@ def test_table_health_reads_size_and_dead_rows_and_vacuum_runs(store: Store) -> 
     assert health.size_bytes > 0 and health.live >= 0 and health.dead >= 0
     store._vacuum()  # maintenance's statement, whatever the table's state
     assert store.count_jobs() == 5
+
+
+def _typed(value: object) -> object:
+    """``value`` with the type of every number kept (1e16 and 10**16 differ here)."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+def test_scheduling_returns_the_rows_as_stored(store: Store) -> None:
+    """The rows scheduling returns are the rows a read gives back, value for value."""
+    from datetime import timezone
+
+    data = {"b": 1, "a": [1.5, 1e16, 1.5e-7, 2**70, -0.5, "é ☃ 😀", None, True],
+            "nested": {"x": {"y": [{}]}}, "e-mail": "one-off e+1"}
+    east = timezone(timedelta(hours=5, minutes=30))
+    jobs = [
+        new(user_id=1, data=data),
+        NewJob(type="send", user_id=2, data={"k": 1}, due=utcnow().astimezone(east),
+               auto_reschedule_on_failure=True, auto_reschedule_on_failure_delay_ms=1500,
+               remove_delay_ms=0, cron_schedule="*/5 * * * * *", cron_timezone="UTC",
+               declared=True, retry_count=2, max_retries=None, backoff="exponential",
+               max_backoff_ms=60_000, unique_key="k1", on_conflict="allow", queue="reports",
+               priority=-3, trace_context={"traceparent": "00-ab-cd-01"},
+               data_json='{"k":1}'),
+        new(user_id=1),                        # replaces the first, within the batch
+    ]
+    for batch in (jobs, jobs[:1], jobs[1:2]):
+        rows = store.schedule(batch)
+        for row in rows:
+            stored = store.get_job(row.id)
+            assert stored == row
+            assert _typed(stored.data) == _typed(row.data)    # type: ignore[union-attr]
+            assert row.due.tzinfo is not None and row.due.utcoffset() == timedelta(0)
+    assert [r.cancelled for r in store.schedule(jobs)] == [True, False, False]

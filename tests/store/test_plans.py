@@ -82,15 +82,64 @@ def _job(user_id: int) -> Any:
 def test_cancel_matching_uses_the_match_index_with_stale_statistics(
         stale: tuple[PostgresStore, list[dict[str, Any]]]) -> None:
     store, plans = stale
-    store.schedule([_job(1_000_000_001)])          # jobtable_schedule_one
-    store.schedule([_job(7), _job(8)])             # jobtable_schedule (a batch)
-    scans = _scans(plans, "SET finished = p_now, success = FALSE, cancelled = TRUE")
-    assert len(scans) >= 2
+    store.schedule([_job(1_000_000_001)])          # jobtable_schedule_one_id
+    store.schedule([_job(1_000_000_002), _job(1_000_000_003)])  # jobtable_schedule_batch
+    # One job: the cancel-matching UPDATE looks its pair up in the match index.
+    scans = _scans(plans, "WHERE type = p_type AND user_id = p_user_id")
+    assert scans
     for scan in scans:
         assert scan["Node Type"] == "Index Scan", scan
         assert scan["Index Name"] == "worker_jobs_pending_match", scan
-    # The backlog row of that user was cancelled: the lookup found it.
-    assert store.count_jobs(status="cancelled") == 1
+    # A batch: one probe of the match index per match (a nested loop driven by the
+    # matches, never a walk of the whole index), then an UPDATE by primary key.
+    probes = [p for p in plans if "CROSS JOIN LATERAL" in p["Query Text"]]
+    assert probes
+    for probe in probes:
+        loops = [n for n in _nodes(probe["Plan"]) if n["Node Type"] == "Nested Loop"]
+        assert loops, probe
+        outer, inner = loops[0]["Plans"]
+        assert outer["Node Type"] == "Function Scan", probe
+        scans = [n for n in _nodes(inner) if n.get("Relation Name") == "worker_jobs"]
+        assert scans and all(n["Node Type"] == "Index Scan" and "Index Cond" in n
+                             and n["Index Name"] == "worker_jobs_pending_match"
+                             for n in scans), probe
+    by_id = _scans(plans, "WHERE id = ANY (v_hits)")
+    assert by_id and all(s["Index Name"] == "worker_jobs_pkey" for s in by_id), by_id
+    # The backlog rows of those users were cancelled: the lookups found them.
+    assert store.count_jobs(status="cancelled") == 3
+
+
+def test_a_session_that_started_on_an_empty_table_keeps_probing_the_index(
+        pg_url: str) -> None:
+    """A cached plan made while the table was empty must not scan it as it grows."""
+    store = PostgresStore(pg_url, min_size=1, max_size=1)
+    try:
+        store.migrate()
+        with store.pool.connection() as conn:
+            conn.execute("ANALYZE worker_jobs")
+        for user in range(1, 21):              # the one-job function's plan is now cached
+            store.schedule([_job(user)])
+        store.fill("noop", pending=2_000)
+        plans: list[dict[str, Any]] = []
+
+        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+            text = diag.message_primary or ""
+            if "plan:" in text:
+                plans.append(json.loads(text.split("plan:", 1)[1]))
+
+        with store.pool.connection() as conn:
+            for sql in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                        "SET auto_explain.log_nested_statements = on",
+                        "SET auto_explain.log_format = json",
+                        "SET client_min_messages = log"):
+                conn.execute(sql)
+            conn.add_notice_handler(on_notice)
+        store.schedule([_job(5)])
+        store.schedule([_job(6), _job(7)])
+        scans = _scans(plans, "worker_jobs")
+        assert scans and not [s for s in scans if s["Node Type"] == "Seq Scan"], scans
+    finally:
+        store.close()
 
 
 def test_claim_and_completion_keep_their_indexes_with_stale_statistics(
