@@ -121,21 +121,30 @@ class _Run:
         return self.value
 
 
+def arounds(middleware: Sequence[ModuleType]) -> list[Callable[..., Any]]:
+    """The ``around`` hooks of ``middleware``, outermost first."""
+    return [fn for module in middleware if callable(fn := getattr(module, "around", None))]
+
+
+def defined(hook: str, owners: Sequence[Any]) -> bool:
+    """Whether any of ``owners`` defines ``hook``: without one, a worker skips ``fire``."""
+    return any(callable(getattr(owner, hook, None)) for owner in owners)
+
+
 async def run_around(params: JobParams[Any], middleware: Sequence[ModuleType],
                      call: Callable[[], Awaitable[Any]], executor: Executor) -> Any:
     """Run ``call`` (the job) inside every middleware's ``around``; return its result or
     raise its exception, whatever the middleware did."""
-    arounds = [fn for module in middleware
-               if callable(fn := getattr(module, "around", None))]
-    if not arounds:
+    wrappers = arounds(middleware)
+    if not wrappers:
         return await call()
     run = _Run(call)
     loop = asyncio.get_running_loop()
 
     async def invoke(index: int) -> Any:
-        if index == len(arounds):
+        if index == len(wrappers):
             return await run.once()
-        around = arounds[index]
+        around = wrappers[index]
         called = failed = False
         inner: list[concurrent.futures.Future[Any]] = []
 

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
@@ -491,6 +491,27 @@ class WorkerJob:
 JOB_COLUMNS = tuple(name for name in WorkerJob.__dataclass_fields__ if name != "inserted")
 """The columns of ``worker_jobs`` that ``WorkerJob`` carries, in order."""
 
+TIME_COLUMNS = tuple(i for i, name in enumerate(JOB_COLUMNS)
+                     if "datetime" in str(WorkerJob.__dataclass_fields__[name].type))
+"""Positions in ``JOB_COLUMNS`` of the timestamp columns."""
+
+_JOB_SETTERS = tuple(getattr(WorkerJob, name).__set__ for name in JOB_COLUMNS)
+_SET_INSERTED = WorkerJob.__dict__["inserted"].__set__
+_new_object = object.__new__
+
+
+def job_from_values(values: Sequence[Any]) -> WorkerJob:
+    """A ``WorkerJob`` from its column values in ``JOB_COLUMNS`` order (a row read from
+    the table, already decoded). Fills the slots directly: about half the cost of the
+    frozen dataclass's ``__init__``, which a worker pays for every job it claims."""
+    if len(values) != len(_JOB_SETTERS):
+        raise TypeError(f"a job row has {len(_JOB_SETTERS)} columns, got {len(values)}")
+    job: WorkerJob = _new_object(WorkerJob)
+    for setter, value in zip(_JOB_SETTERS, values, strict=True):
+        setter(job, value)
+    _SET_INSERTED(job, True)
+    return job
+
 
 class Ending(StrEnum):
     """How a run ended, as the worker decided it (for hooks, logs and tests).
@@ -535,6 +556,62 @@ class Outcome:
         return Ending.SUCCEEDED if self.success else Ending.FAILED
 
 
+_FLAG_LOCK = threading.Lock()
+
+
+class CancelFlag(threading.Event):
+    """A ``threading.Event`` whose lock and condition are made on first use.
+
+    A worker gives one to every job it runs (``params.cancelled``) and almost none is
+    ever set or waited on; building a plain ``Event`` (a ``Condition`` and its lock)
+    for each cost more than many of the other steps of a no-op job together.
+    """
+
+    _cond: threading.Condition | None
+
+    def __init__(self) -> None:  # no super().__init__(): that builds the condition
+        self._flag = False
+        self._cond = None
+
+    def _condition(self) -> threading.Condition:
+        cond = self._cond
+        if cond is None:
+            with _FLAG_LOCK:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition(threading.Lock())
+        return cond
+
+    def _at_fork_reinit(self) -> None:
+        if self._cond is not None:
+            self._cond._at_fork_reinit()  # type: ignore[attr-defined]
+
+    def is_set(self) -> bool:
+        """True once ``set()`` was called (and not cleared since)."""
+        return self._flag
+
+    def set(self) -> None:
+        """Set the flag and wake every thread waiting on it."""
+        cond = self._condition()
+        with cond:
+            self._flag = True
+            cond.notify_all()
+
+    def clear(self) -> None:
+        """Reset the flag."""
+        with self._condition():
+            self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the flag is set or ``timeout`` seconds pass; the flag's value."""
+        cond = self._condition()
+        with cond:
+            signaled = self._flag
+            if not signaled:
+                signaled = cond.wait(timeout)
+            return signaled
+
+
 @dataclass(slots=True)
 class JobParams(Generic[AppT]):
     """What a job's ``run(params)`` receives."""
@@ -543,7 +620,7 @@ class JobParams(Generic[AppT]):
     log: logging.Logger
     job: WorkerJob
     jobtable: JobTable = field(repr=False)
-    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    cancelled: threading.Event = field(default_factory=CancelFlag, repr=False)
     """Set when someone cancels this job while it runs (``JobTable.cancel_job``). A plain
     ``def run`` should check it and return early; an ``async def run`` is cancelled
     (``asyncio.CancelledError``) instead."""

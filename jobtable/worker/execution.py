@@ -10,6 +10,7 @@ import contextvars
 import functools
 import json
 import logging
+import math
 import threading
 import time
 import traceback
@@ -124,6 +125,13 @@ def _storable(text: str) -> str:
 
 
 def _json_problem(value: Any) -> str | None:
+    kind = type(value)
+    if value is None or kind is bool or kind is int:
+        return None  # what most jobs return: nothing to check
+    if kind is str:
+        problem = unstorable_text(value)
+        return (None if problem is None else f"str result contains {problem}, which the "
+                "database cannot store in JSON")
     deep = nesting_problem(value)
     if deep:
         return f"{type(value).__name__} result {deep}"
@@ -160,14 +168,70 @@ def _signalled(exc: JobSignal) -> RunResult:
     return RunResult(False, failure)
 
 
+class Deadlines:
+    """The timeouts of the jobs running on one event loop, kept by one timer.
+
+    ``asyncio.timeout()`` per job makes a timer handle, pushes it on the loop's heap and
+    cancels it again for every job; here a job's deadline is an entry of a dict and the
+    one timer is moved only when a job's deadline comes before every other. When it
+    fires, each job past its deadline has its task cancelled, which ``leave`` then
+    reports, as ``asyncio.timeout()`` does, so that the caller can tell a timeout from
+    any other cancellation.
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = math.inf
+
+    def enter(self, task: asyncio.Task[Any], seconds: float) -> None:
+        """Cancel ``task`` if it has not called ``leave`` within ``seconds``."""
+        loop = task.get_loop()
+        at = loop.time() + seconds
+        self._due[task] = at
+        if at < self._at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._at = at
+            self._timer = loop.call_at(at, self._fire, loop)
+
+    def leave(self, task: asyncio.Task[Any]) -> bool:
+        """Stop watching ``task``; True when its deadline passed (its task was cancelled
+        for it)."""
+        if self._due.pop(task, None) is not None:
+            return False
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        self._timer, self._at = None, math.inf
+        nxt = math.inf
+        for task, at in list(self._due.items()):
+            if at <= now:
+                del self._due[task]
+                self._expired.add(task)
+                task.cancel()
+            elif at < nxt:
+                nxt = at
+        if nxt < self._at:
+            self._at = nxt
+            self._timer = loop.call_at(nxt, self._fire, loop)
+
+
 async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Executor,
                   timeout: float, grace: float,
-                  cancelled: threading.Event | None = None) -> RunResult:
+                  cancelled: threading.Event | None = None, *,
+                  deadlines: Deadlines | None = None) -> RunResult:
     """Run ``job`` once in this process and describe how it ended: the middleware's
     ``around`` hooks wrap the run, the outcome hooks follow it (``jobtable.hooks``).
 
     ``cancelled`` is the job's ``params.cancelled``: once it is set, the run ends
     cancelled however it ends (an ``async def`` is also cancelled by the caller).
+    ``deadlines`` keeps the run's timeout (a worker shares one among its jobs).
     """
     try:  # first: a middleware may prepare the process for the job modules (Django)
         middleware = hooks.middleware_for(jobtable.settings)
@@ -182,27 +246,31 @@ async def run_job(jobtable: JobTable, app: Any, job: WorkerJob, executor: Execut
         return RunResult(False, {"error": f"job type {job.type!r} cannot be loaded: {jt.error}",
                                  "exception": "ImportError"})
     logger = job_logger(job)
-    params = JobParams(app=app, log=logger, job=job, jobtable=jobtable)
-    if cancelled is not None:
-        params.cancelled = cancelled
+    if cancelled is None:
+        params = JobParams(app=app, log=logger, job=job, jobtable=jobtable)
+    else:
+        params = JobParams(app=app, log=logger, job=job, jobtable=jobtable,
+                           cancelled=cancelled)
         if cancelled.is_set():
             return _cancelled(logger)
     started = time.monotonic()
-    logger.debug("started")
+    if _JOB_LOGS.isEnabledFor(logging.DEBUG):  # the job's logger has no level of its own
+        logger.debug("started")
     token = logs.enter_job(job.id, job.type)
     try:
         return await _run_with_hooks(jt, job, params, middleware, executor, timeout, grace,
-                                     started)
+                                     started, deadlines or Deadlines())
     finally:
         logs.leave_job(token)
 
 
 async def _run_with_hooks(jt: JobType, job: WorkerJob, params: JobParams[Any],
                           middleware: tuple[Any, ...], executor: Executor, timeout: float,
-                          grace: float, started: float) -> RunResult:
+                          grace: float, started: float, deadlines: Deadlines) -> RunResult:
     run = jt.run
     assert run is not None
     logger = params.log
+    wrapped = bool(middleware) and bool(hooks.arounds(middleware))
 
     async def call() -> Any:
         if jt.is_async:
@@ -214,33 +282,45 @@ async def _run_with_hooks(jt: JobType, job: WorkerJob, params: JobParams[Any],
     error: BaseException
     budget = None  # the outcome hooks' time: see hooks.hook_budget
     stop = params.cancelled  # set by a cancel request while the job runs
-    cancel_error = JobFailed(rules.CANCELLED_WHILE_RUNNING, "JobCancelled")
+    task = asyncio.current_task()
+    assert task is not None
+    cancelling = task.cancelling()
+    deadlines.enter(task, timeout)
     try:
-        async with asyncio.timeout(timeout) as deadline:
-            value = await hooks.run_around(params, middleware, call, executor)
-    except TimeoutError as exc:
-        if stop.is_set():
-            outcome, error = _cancelled(logger), cancel_error
-        elif deadline.expired():
-            logger.error("timed out after %.3gs", timeout)
-            outcome = RunResult(False, {"error": f"Job timed out after {timeout:.3g}s",
-                                        "exception": "TimeoutError"})
-            error = JobFailed(outcome.result["error"], "TimeoutError")
-        else:
-            outcome, error = RunResult(False, describe_failure(exc)), exc
+        try:
+            if wrapped:
+                value = await hooks.run_around(params, middleware, call, executor)
+            elif jt.is_async:
+                value = await run(params)
+            else:
+                value = await call()
+        finally:
+            timed_out = deadlines.leave(task)
+        if timed_out:
+            task.uncancel()  # the job returned all the same: its result stands
     except asyncio.CancelledError:
-        if stop.is_set():
-            outcome, error = _cancelled(logger), cancel_error
+        if timed_out and task.uncancel() <= cancelling:
+            # Cancelled by its deadline alone (as asyncio.timeout() tells it).
+            if stop.is_set():
+                outcome, error = _cancelled(logger), _cancel_error()
+            else:
+                logger.error("timed out after %.3gs", timeout)
+                outcome = RunResult(False, {"error": f"Job timed out after {timeout:.3g}s",
+                                            "exception": "TimeoutError"})
+                error = JobFailed(outcome.result["error"], "TimeoutError")
+        elif stop.is_set():
+            outcome, error = _cancelled(logger), _cancel_error()
+            budget = min(1.0, timeout)  # the worker is stopping the job: do not hold it up
         else:
             logger.error("interrupted by worker shutdown")
             outcome = RunResult(False, {"error": "Job interrupted: the worker shut down "
                                                  f"before it finished (grace period {grace:g}s)",
                                         "exception": "WorkerShutdown"})
             error = JobFailed(outcome.result["error"], "WorkerShutdown")
-        budget = min(1.0, timeout)  # the worker is stopping the job: do not hold it up
+            budget = min(1.0, timeout)
     except (Exception, SystemExit) as exc:
         if stop.is_set():
-            outcome, error = _cancelled(logger), cancel_error
+            outcome, error = _cancelled(logger), _cancel_error()
         elif isinstance(exc, JobSignal):
             logger.info("%s: %s", type(exc).__name__, _message(exc))
             outcome, error = _signalled(exc), exc
@@ -255,22 +335,30 @@ async def _run_with_hooks(jt: JobType, job: WorkerJob, params: JobParams[Any],
             logger.warning("cancelled by request; it returned after seeing the request")
             outcome = RunResult(False, None if problem else value, signal="cancelled",
                                 returned=not problem)
-            error = JobFailed(rules.CANCELLED_WHILE_RUNNING, "JobCancelled")
+            error = _cancel_error()
         elif problem:
             logger.error("%s", problem)
             outcome = RunResult(False, {"error": problem, "exception": "InvalidDataError"})
             error = JobFailed(problem, "InvalidDataError")
         else:
-            logger.debug("succeeded in %.3fs", time.monotonic() - started)
+            if _JOB_LOGS.isEnabledFor(logging.DEBUG):
+                logger.debug("succeeded in %.3fs", time.monotonic() - started)
             outcome = RunResult(True, value)
+            owners = (jt.module, *middleware)
+            if hooks.defined("on_success", owners):
+                await hooks.fire("on_success", params, outcome.result, owners, executor,
+                                 hooks.hook_budget(timeout, time.monotonic() - started))
+            return outcome
     if budget is None:
         budget = hooks.hook_budget(timeout, time.monotonic() - started)
     owners = (jt.module, *middleware)
-    if outcome.success:
-        await hooks.fire("on_success", params, outcome.result, owners, executor, budget)
-    elif outcome.signal != "snooze":  # a snooze is not a failure
+    if outcome.signal != "snooze":  # a snooze is not a failure
         await fire_failure_hooks(job, outcome, params, error, owners, executor, budget)
     return outcome
+
+
+def _cancel_error() -> JobFailed:
+    return JobFailed(rules.CANCELLED_WHILE_RUNNING, "JobCancelled")
 
 
 def _cancelled(logger: logging.Logger) -> RunResult:

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 from jobtable import rules
 from jobtable.client import JobTable
-from jobtable.model import Ending, Outcome, WorkerJob
+from jobtable.model import CancelFlag, Ending, Outcome, WorkerJob
 from jobtable.timeutil import utcnow
 from jobtable.worker.execution import (
+    Deadlines,
     RunResult,
     crash_hooks,
     describe_failure,
@@ -84,6 +85,9 @@ class JobExecutor:
         self._threads = _JobThreads(shared.concurrency)
         stale = self.settings.stale_limit
         self._max_timeout = stale - min(stale * 0.1, timedelta(seconds=60))
+        self._grace = self.settings.grace_period.total_seconds()
+        self._deadlines = Deadlines()
+        self._timeouts: dict[str, float] = {}  # job type -> its timeout (seconds)
 
     async def start(self) -> None:
         """Nothing to start: jobs are started one by one with ``run``."""
@@ -93,7 +97,7 @@ class JobExecutor:
         self.shared.stats.claimed += 1
         self.shared.held.add(job.id)
         self.tokens[job.id] = job.attempts
-        self._cancel_events[job.id] = threading.Event()
+        self._cancel_events[job.id] = CancelFlag()
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self.running[job.id] = task
         task.add_done_callback(functools.partial(self._finished_task, job.id))
@@ -189,6 +193,8 @@ class JobExecutor:
     def outcome(job: WorkerJob, run: RunResult) -> Outcome:
         """The outcome to write for a run: its ending, result and follow-up row."""
         now = utcnow()
+        if run.success and run.signal is None:
+            return rules.finish(job, True, run.result, now)
         after = None if run.after is None else timedelta(seconds=run.after)
         if run.signal == "cancelled":
             return rules.cancelled(job, now, returned=run.result, has_returned=run.returned)
@@ -217,9 +223,17 @@ class JobExecutor:
                 await self.shared.database_trouble(what, exc, delay)
                 delay = min(delay * 2, 5.0)
 
+    def _timeout(self, job_type: str) -> float:
+        timeout = self._timeouts.get(job_type)
+        if timeout is None:
+            timeout = job_timeout(self.jt, job_type, self._max_timeout)
+            if job_type in self.jt.registry:  # an unknown type's rows are not cached
+                self._timeouts[job_type] = timeout
+        return timeout
+
     async def _run_job(self, job: WorkerJob) -> RunResult:
-        timeout = job_timeout(self.jt, job.type, self._max_timeout)
-        grace = self.settings.grace_period.total_seconds()
+        timeout = self._timeout(job.type)
+        grace = self._grace
         cancelled = self._cancel_events[job.id]
         if job.attempts > 1 and self.settings.isolate_suspects:
             # Imported here: only a worker that meets a suspect needs it.
@@ -246,12 +260,12 @@ class JobExecutor:
         job_type = self.jt.registry.get(job.type)
         if job_type is None or not job_type.is_async:
             return await run_job(self.jt, self.app, job, self._threads, timeout, grace,
-                                 cancelled)
+                                 cancelled, deadlines=self._deadlines)
         self._interruptible.add(job.id)
         self.on_loop.add(job.id)
         try:
             return await run_job(self.jt, self.app, job, self._threads, timeout, grace,
-                                 cancelled)
+                                 cancelled, deadlines=self._deadlines)
         finally:
             self.on_loop.discard(job.id)
 
