@@ -30,7 +30,14 @@ from psycopg_pool import ConnectionPool
 from jobtable import rules
 from jobtable._atexit import close_at_exit
 from jobtable.errors import DatabaseUnavailableError
-from jobtable.model import JOB_COLUMNS, NewJob, Outcome, WorkerJob
+from jobtable.model import (
+    JOB_COLUMNS,
+    TIME_COLUMNS,
+    NewJob,
+    Outcome,
+    WorkerJob,
+    job_from_values,
+)
 from jobtable.store.base import (
     DEFAULT_STALE_LIMIT,
     FinishWatch,
@@ -301,13 +308,14 @@ class PostgresStore(Store):
     def to_job(self, row: Row) -> WorkerJob:
         if UNREADABLE in row:
             raise ValueError(row[UNREADABLE])
+        values = [row[k] for k in JOB_COLUMNS]
         # Timestamps in UTC whatever the session's time zone (a connection of the
         # application's may have its own).
-        values: dict[str, Any] = {k: row[k] for k in JOB_COLUMNS}
-        for k, v in values.items():
-            if isinstance(v, datetime):
-                values[k] = v.astimezone(UTC)
-        return WorkerJob(**values)
+        for i in TIME_COLUMNS:
+            value = values[i]
+            if value is not None:
+                values[i] = value.astimezone(UTC)
+        return job_from_values(values)
 
     def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
         if pairs:

@@ -15,7 +15,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,14 @@ from typing import Any
 
 from jobtable import rules
 from jobtable.errors import DatabaseUnavailableError
-from jobtable.model import NewJob, Outcome, WorkerJob
+from jobtable.model import (
+    JOB_COLUMNS,
+    TIME_COLUMNS,
+    NewJob,
+    Outcome,
+    WorkerJob,
+    job_from_values,
+)
 from jobtable.store.base import (
     DEFAULT_STALE_LIMIT,
     FinishWatch,
@@ -38,6 +45,19 @@ from jobtable.store.base import (
 from jobtable.timeutil import format_sqlite, parse_sqlite
 
 _QUERIES = load_queries("queries.sql", "queries_sqlite.sql")
+
+# How ``to_job`` reads a row: the columns stored as text (timestamps, JSON) and
+# ``success`` are decoded unless NULL; the ones NULL must not be, refuse the row;
+# the flags are 0 or 1.
+_DECODE: tuple[tuple[int, Callable[[Any], Any]], ...] = (
+    *((i, datetime.fromisoformat) for i in TIME_COLUMNS),
+    *((JOB_COLUMNS.index(name), json.loads) for name in ("data", "result", "trace_context")),
+    (JOB_COLUMNS.index("success"), bool),
+)
+_REQUIRED = frozenset(JOB_COLUMNS.index(name)
+                      for name in ("data", "due", "created_at", "updated_at"))
+_FLAGS = tuple(JOB_COLUMNS.index(name)
+               for name in ("auto_reschedule_on_failure", "cancelled", "declared"))
 _BUSY_TIMEOUT_MS = 30_000
 _LOCK_RETRIES = 50
 
@@ -179,29 +199,16 @@ class SqliteStore(Store):
         return datetime.fromisoformat(f"{value}:00+00:00")
 
     def to_job(self, row: Row) -> WorkerJob:
-        return WorkerJob(
-            id=row["id"], type=row["type"], user_id=row["user_id"],
-            data=json.loads(row["data"]), due=self._time(row["due"]),
-            started=parse_sqlite(row["started"]), finished=parse_sqlite(row["finished"]),
-            remove_at=parse_sqlite(row["remove_at"]),
-            success=None if row["success"] is None else bool(row["success"]),
-            result=None if row["result"] is None else json.loads(row["result"]),
-            cron_schedule=row["cron_schedule"], cron_timezone=row["cron_timezone"],
-            auto_reschedule_on_failure=bool(row["auto_reschedule_on_failure"]),
-            auto_reschedule_on_failure_delay=row["auto_reschedule_on_failure_delay"],
-            remove_delay=row["remove_delay"], rescheduled_from_job=row["rescheduled_from_job"],
-            cancelled=bool(row["cancelled"]), attempts=row["attempts"],
-            claimed_by=row["claimed_by"], declared=bool(row["declared"]),
-            created_at=self._time(row["created_at"]), updated_at=self._time(row["updated_at"]),
-            retry_count=row["retry_count"], max_retries=row["max_retries"],
-            backoff=row["backoff"], max_backoff=row["max_backoff"],
-            cancel_requested=parse_sqlite(row["cancel_requested"]),
-            unique_key=row["unique_key"], on_conflict=row["on_conflict"], queue=row["queue"],
-            priority=row["priority"],
-            trace_context=None if row["trace_context"] is None
-            else json.loads(row["trace_context"]),
-            crashes=row["crashes"], loop_blocked_ms=row["loop_blocked_ms"],
-        )
+        values = [row[k] for k in JOB_COLUMNS]
+        for i, decode in _DECODE:
+            value = values[i]
+            if value is not None:
+                values[i] = decode(value)
+            elif i in _REQUIRED:
+                raise ValueError(f"column {JOB_COLUMNS[i]} is NULL")
+        for i in _FLAGS:
+            values[i] = bool(values[i])
+        return job_from_values(values)
 
     def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
         pass  # BEGIN IMMEDIATE already serialises every writer
