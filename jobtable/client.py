@@ -52,6 +52,9 @@ PURGE_BATCH = 1000
 RETRY_BATCH = 200
 SEARCH_WINDOW = 10_000  # newest jobs a data search reads
 MAX_TEMPLATES = 1000  # job types whose row template is kept
+# Lists (the dashboard's, `jobtable jobs`) count their matches up to here, then say
+# "more than": a whole count would read the whole history on every refresh.
+COUNT_CAP = 10_000
 
 
 class JobTable:
@@ -469,10 +472,13 @@ class JobTable:
                                          limit=limit, offset=offset)
 
     def count_jobs(self, *, status: str | None = None, type: str | None = None,
-                   user_id: int | None = None, type_prefix: str | None = None) -> int:
-        """How many jobs match the filters of ``list_jobs``."""
+                   user_id: int | None = None, type_prefix: str | None = None,
+                   at_most: int | None = None) -> int:
+        """How many jobs match the filters of ``list_jobs``. ``at_most`` bounds the count
+        (and its cost, on a table with a long history): a result equal to ``at_most``
+        means "at least that many"."""
         return self._ready().count_jobs(status=status, type=type, user_id=user_id,
-                                        type_prefix=type_prefix)
+                                        type_prefix=type_prefix, at_most=at_most)
 
     def counts_by_type(self) -> dict[str, dict[str, int]]:
         """{type: {status: count}} over the whole table."""

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from helpers import now, open_table, run_burst, sql, write_jobs
 
-from jobtable import JobStatus
+from jobtable import JobStatus, WorkerJobConfig, rules
+from jobtable.routing import TypeLimits
 from jobtable.store import open_store
 from jobtable.store.migrate import migrate
 
@@ -90,3 +91,42 @@ def test_a_scheduler_of_the_previous_release_and_one_of_this_keep_rule_2_togethe
         batch = jt.schedule_jobs([WorkerJobConfig(type="note", user_id=u) for u in (1, 2)])
         assert jt.get_job(again).cancelled  # type: ignore[union-attr]
         assert [j.status for j in batch] == [JobStatus.PENDING, JobStatus.PENDING]
+
+
+def test_a_database_at_0009_upgrades_to_0010_with_its_backlog_and_running_rows(
+        db_url: str) -> None:
+    """0010 adds the limited types' index and (PostgreSQL) replaces the running rows'
+    index: rows claimed and pending before the upgrade are found by the new statements
+    after it."""
+    with open_store(db_url) as store:
+        migrate(store, up_to=9)
+        store.fill("old", finished=50, pending=5)
+        running = store.claim("w1", 2)
+        assert len(running) == 0  # the backlog is due tomorrow
+        store.fill("due", pending=3, pending_due=now(), first_user=1)
+        running = store.claim("w1", 2)
+        assert len(running) == 2
+    with open_store(db_url) as store:
+        assert migrate(store)[0] == "0010_history"
+        if db_url.startswith("postgresql"):
+            names = {r[0] for r in sql(db_url, "SELECT indexname FROM pg_indexes "
+                                               "WHERE tablename = 'worker_jobs'")}
+            assert "worker_jobs_running" in names
+            assert "worker_jobs_running_claimed_by" not in names
+        else:
+            names = {r[0] for r in sql(db_url, "SELECT name FROM sqlite_master "
+                                               "WHERE type = 'index'")}
+        assert "worker_jobs_limited_order" in names
+        assert store.running_of_type("due") == 2
+        assert sorted(j.id for j in store.list_jobs(status="running")) == sorted(
+            j.id for j in running)
+        assert store.release_unknown_claims("w1", {running[0].id}) == [running[1].id]
+        # A batch replaces the pending rows of its pairs (rule 2).
+        batch = [rules.new_job(WorkerJobConfig(type="old", user_id=u).validated({}), now())
+                 for u in (1_000_000_001, 1_000_000_002)]
+        store.schedule(batch)
+        assert store.count_jobs(status="cancelled") == 2
+        assert store.count_jobs(status="pending", type="old") == 5
+        # The limited type's claim (through worker_jobs_limited_order) takes it first.
+        limited = store.claim("w2", 1, limits=[TypeLimits("due", concurrency=10)])
+        assert [j.type for j in limited] == ["due"]

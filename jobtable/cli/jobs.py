@@ -17,6 +17,7 @@ from rich.text import Text
 
 from jobtable import display, rules
 from jobtable.cli.options import checked_table, database_options, friendly_errors
+from jobtable.client import COUNT_CAP
 from jobtable.errors import ActionRefusedError
 from jobtable.model import WorkerJob
 from jobtable.settings import Settings, load_settings
@@ -149,7 +150,9 @@ def jobs_command(ctx: click.Context, database: str | None, jobs: str | None,
         return
     with checked_table(load_settings(database=database, jobs=jobs)) as table:
         rows = table.list_jobs(status=status, type=job_type, user_id=user_id, limit=limit)
-        total = table.count_jobs(status=status, type=job_type, user_id=user_id)
+        # Counted up to a bound, not through the whole history (see COUNT_CAP).
+        total = table.count_jobs(status=status, type=job_type, user_id=user_id,
+                                 at_most=max(COUNT_CAP, limit) + 1)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows]))
         return
@@ -158,7 +161,10 @@ def jobs_command(ctx: click.Context, database: str | None, jobs: str | None,
         console.print("no jobs match", style="dim")
         return
     console.print(jobs_table(rows, width=console.width))
-    if total > len(rows):
+    if total > max(COUNT_CAP, limit):
+        console.print(f"{len(rows)} of more than {max(COUNT_CAP, limit):,} shown; --limit to "
+                      "see more", style="dim")
+    elif total > len(rows):
         console.print(f"{len(rows)} of {total} shown; --limit to see more", style="dim")
 
 

@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from jobtable import display, metrics, rules
-from jobtable.client import SEARCH_WINDOW, JobTable
+from jobtable.client import COUNT_CAP, SEARCH_WINDOW, JobTable
 from jobtable.dashboard.security import (
     CSRF_FIELD,
     SECURITY_HEADERS,
@@ -256,7 +256,8 @@ class Dashboard:
                 raise ConfigError(f"page must be 1 or more, got {page}")
         except ConfigError as exc:
             return self.render(request, template, {
-                "page": "jobs", "filters": filters, "rows": [], "total": 0, "types": [],
+                "page": "jobs", "filters": filters, "rows": [], "total": 0, "more": False,
+                "types": [],
                 "pageno": 1, "pages": 1, "problem": str(exc), "flash": None,
                 "query": _query(filters), "page_query": "", "window": SEARCH_WINDOW}, 400)
         # The type filter matches the start of the type: "send" finds send_report too.
@@ -272,18 +273,22 @@ class Dashboard:
                 return rows, None, table.job_types()
             rows = table.list_jobs(status=status, type_prefix=prefix, user_id=user_id,
                                    limit=PER_PAGE, offset=(page - 1) * PER_PAGE)
-            total = table.count_jobs(status=status, type_prefix=prefix, user_id=user_id)
+            total = table.count_jobs(status=status, type_prefix=prefix, user_id=user_id,
+                                     at_most=COUNT_CAP + 1)
             return rows, total, table.job_types()
 
         rows, total, types = await self.db(load)
-        if total is None:
+        more = total is not None and total > COUNT_CAP
+        if total is None or more:
             pages = page + (1 if len(rows) == PER_PAGE else 0)
+            total = COUNT_CAP if more else None
         else:
             pages = max(1, -(-total // PER_PAGE))
         query = _query(filters)
         return self.render(request, template, {
             "page": "jobs", "filters": filters, "rows": rows, "total": total, "types": types,
             "pageno": page, "pages": pages, "per_page": PER_PAGE, "problem": None,
+            "more": more,
             "query": query, "page_query": _query({**filters, "page": str(page)}),
             "flash": _bulk_flash(request), "window": SEARCH_WINDOW})
 

@@ -31,6 +31,7 @@ from jobtable.timeutil import utcnow
 Row = dict[str, Any]
 
 STATUSES = tuple(s.value for s in JobStatus)
+UNFINISHED_STATUSES = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 FINISHED_STATUSES = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value,
                      JobStatus.CANCELLED.value)
 RUNTIME_BOUNDS = 14  # the :b0..:b13 parameters of the ``runtimes`` query
@@ -952,7 +953,8 @@ class Store(ABC):
                   before_id: int | None = None,
                   type_prefix: str | None = None) -> list[WorkerJob]:
         """Jobs, newest first, filtered by status, type (or its start) and user."""
-        rows = self.read("list_jobs", status=check_status(status), type=type,
+        name = "list_unfinished" if status in UNFINISHED_STATUSES else "list_jobs"
+        rows = self.read(name, status=check_status(status), type=type,
                          type_prefix=type_prefix or None, user_id=user_id,
                          before_id=before_id, limit=limit, offset=offset)
         return [self.to_job(r) for r in rows]
@@ -971,27 +973,39 @@ class Store(ABC):
         return [self.to_job(r) for r in rows]
 
     def count_jobs(self, *, status: str | None = None, type: str | None = None,
-                   user_id: int | None = None, type_prefix: str | None = None) -> int:
-        """How many jobs match the filters of ``list_jobs``."""
-        rows = self.read("count_jobs", status=check_status(status), type=type,
-                         type_prefix=type_prefix or None, user_id=user_id)
+                   user_id: int | None = None, type_prefix: str | None = None,
+                   at_most: int | None = None) -> int:
+        """How many jobs match the filters of ``list_jobs``. With ``at_most``, counting
+        stops there: a result of ``at_most`` means "at least that many", and the cost is
+        bounded by it instead of by the table's history."""
+        filters = dict(status=check_status(status), type=type,
+                       type_prefix=type_prefix or None, user_id=user_id)
+        if at_most is None:
+            rows = self.read("count_jobs", **filters)
+        else:
+            name = "count_unfinished" if status in UNFINISHED_STATUSES else "count_jobs_capped"
+            rows = self.read(name, cap=max(0, at_most), **filters)
         return int(rows[0]["n"])
 
     def history_sample(self) -> float:
-        """The percentage of the table's pages that the history figures read (finished
-        counts, throughput, run times, retries, rescues): 100 means exact. A dialect
-        that can sample (PostgreSQL) reads a fixed number of pages of a large table and
+        """The percentage of the table that the history figures read (finished counts,
+        throughput, run times, retries, rescues): 100 means exact. On a large table
+        each dialect reads a fixed part (PostgreSQL: pages, SQLite: blocks of ids) and
         scales up, so these figures cost the same whatever the history's size."""
-        return 100.0
+        return self._history_sample()[0]
+
+    def _history_sample(self) -> tuple[float, dict[str, Any]]:
+        """The percentage read and the parameters that make the queries read it."""
+        return 100.0, {"pct": 100.0}
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{type: {status: count}}: pending and running exact, finished statuses over the
         whole table (estimated from a sample when ``history_sample()`` is below 100)."""
-        pct = self.history_sample()
+        pct, sample = self._history_sample()
         out: dict[str, dict[str, int]] = {}
         for r in self.read("count_active"):
             out.setdefault(r["type"], {})[r["status"]] = int(r["n"])
-        for r in self.read("count_finished", pct=pct):
+        for r in self.read("count_finished", **sample):
             out.setdefault(r["type"], {})[r["status"]] = _scaled(r["n"], pct)
         return out
 
@@ -1025,8 +1039,9 @@ class Store(ABC):
     def throughput(self, since: datetime, until: datetime) -> dict[datetime, tuple[int, int]]:
         """{minute: (succeeded, failed)} of jobs finished in [since, until)."""
         out = {}
-        pct = self.history_sample()
-        for r in self.read("throughput", since=self._t(since), until=self._t(until), pct=pct):
+        pct, sample = self._history_sample()
+        for r in self.read("throughput", since=self._t(since), until=self._t(until),
+                           **sample):
             out[self._minute(r["minute"])] = (_scaled(r["succeeded"], pct),
                                               _scaled(r["failed"], pct))
         return out
@@ -1045,21 +1060,21 @@ class Store(ABC):
             raise ConfigError(f"run-time histograms have {RUNTIME_BOUNDS} buckets, "
                               f"got {len(bounds)}")
         params = {f"b{i}": float(b) for i, b in enumerate(bounds)}
-        pct = self.history_sample()
+        pct, sample = self._history_sample()
         return [(str(r["type"]), _scaled(r["n"], pct),
                  float(r["total"] or 0.0) * 100.0 / pct,
                  [_scaled(r[f"b{i}"], pct) for i in range(len(bounds))])
-                for r in self.read("runtimes", since=self._t(since), pct=pct, **params)]
+                for r in self.read("runtimes", since=self._t(since), **sample, **params)]
 
     def retries_by_type(self) -> dict[str, int]:
         """Rows in the table that retry a failed row, per type."""
-        pct = self.history_sample()
-        return {r["type"]: _scaled(r["n"], pct) for r in self.read("retries_by_type", pct=pct)}
+        pct, sample = self._history_sample()
+        return {r["type"]: _scaled(r["n"], pct) for r in self.read("retries_by_type", **sample)}
 
     def rescued_by_type(self) -> dict[str, int]:
         """Rows in the table claimed more than once, per type."""
-        pct = self.history_sample()
-        return {r["type"]: _scaled(r["n"], pct) for r in self.read("rescued_by_type", pct=pct)}
+        pct, sample = self._history_sample()
+        return {r["type"]: _scaled(r["n"], pct) for r in self.read("rescued_by_type", **sample)}
 
     def job_types(self) -> list[str]:
         """Every type that has rows in the table."""

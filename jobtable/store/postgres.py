@@ -396,13 +396,12 @@ class PostgresStore(Store):
         assert isinstance(value, datetime)
         return value.astimezone(UTC)
 
-    def history_sample(self) -> float:
+    def _history_sample(self) -> tuple[float, dict[str, Any]]:
         """All pages up to ``SAMPLE_PAGES`` x 4; beyond, ``SAMPLE_PAGES`` of them
         (``TABLESAMPLE SYSTEM``), from the relation's real size, not its statistics."""
         pages = int(self.read("table_pages")[0]["pages"] or 0)
-        if pages <= self.sample_pages * 4:
-            return 100.0
-        return 100.0 * self.sample_pages / pages
+        pct = 100.0 if pages <= self.sample_pages * 4 else 100.0 * self.sample_pages / pages
+        return pct, {"pct": pct}
 
     def table_health(self) -> TableHealth:
         """From ``pg_stat_user_tables`` and the relation's size: no row is read."""

@@ -140,6 +140,32 @@ WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)
 ORDER BY id DESC
 LIMIT :limit OFFSET :offset
 
+-- name: list_unfinished
+-- list_jobs for :status pending or running: the unfinished rows only (few, whatever the
+-- history), newest first.
+SELECT * FROM worker_jobs
+WHERE finished IS NULL
+  AND (CASE WHEN started IS NULL THEN 'pending' ELSE 'running' END) = :status
+  AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+  AND (CAST(:type_prefix AS TEXT) IS NULL
+       OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
+  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+  AND (CAST(:before_id AS BIGINT) IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit OFFSET :offset
+
+-- name: count_unfinished
+-- count_jobs_capped for :status pending or running, over the unfinished rows only.
+SELECT COUNT(*) AS n FROM (
+    SELECT 1 FROM worker_jobs
+    WHERE finished IS NULL
+      AND (CASE WHEN started IS NULL THEN 'pending' ELSE 'running' END) = :status
+      AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+      AND (CAST(:type_prefix AS TEXT) IS NULL
+           OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
+      AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+    LIMIT :cap) AS t
+
 -- name: search_data
 -- The list_jobs filters, plus: the row's data, as JSON text and lower-cased, contains
 -- :pattern (a LIKE pattern with its wildcards escaped). Only the newest :window ids are
@@ -173,6 +199,24 @@ WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)
        OR (:status = 'failed' AND finished IS NOT NULL AND success = FALSE
            AND cancelled = FALSE)
        OR (:status = 'cancelled' AND finished IS NOT NULL AND cancelled = TRUE))
+
+-- name: count_jobs_capped
+-- count_jobs, stopping at :cap rows: the jobs pages and `jobtable jobs` read at most
+-- :cap rows to say "more than N" instead of counting a whole history.
+SELECT COUNT(*) AS n FROM (
+    SELECT 1 FROM worker_jobs
+    WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)
+      AND (CAST(:type_prefix AS TEXT) IS NULL
+           OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
+      AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+      AND (CAST(:status AS TEXT) IS NULL
+           OR (:status = 'pending' AND finished IS NULL AND started IS NULL)
+           OR (:status = 'running' AND finished IS NULL AND started IS NOT NULL)
+           OR (:status = 'succeeded' AND finished IS NOT NULL AND success = TRUE)
+           OR (:status = 'failed' AND finished IS NOT NULL AND success = FALSE
+               AND cancelled = FALSE)
+           OR (:status = 'cancelled' AND finished IS NOT NULL AND cancelled = TRUE))
+    LIMIT :cap) AS t
 
 -- name: retry_candidates
 -- Failed (or cancelled) rows that no row retries yet, oldest first.

@@ -40,7 +40,7 @@ SELECT * FROM jobtable_claim(:worker, :limit, :now, :stale, :max_attempts,
 -- pending, so a row claimed meanwhile by another path is never taken twice.
 WITH running AS (
     SELECT user_id, COUNT(*) AS n FROM worker_jobs
-    WHERE finished IS NULL AND started IS NOT NULL AND type = :type
+    WHERE num_nulls(finished, started) = 1 AND started IS NOT NULL AND type = :type
       AND started >= :stale
     GROUP BY user_id),
 cand AS (
@@ -88,9 +88,11 @@ RETURNING j.*
 
 -- name: running_of_type
 -- Running rows of one type (of one user when :user_id is given), not stale: found
--- through the small index of running rows (worker_jobs_running_claimed_by).
+-- through the small index of running rows (worker_jobs_running, migration 0010;
+-- the running rows say num_nulls(finished, started) = 1 AND started IS NOT NULL).
 SELECT COUNT(*) AS n FROM worker_jobs
-WHERE finished IS NULL AND started IS NOT NULL AND type = :type AND started >= :stale
+WHERE num_nulls(finished, started) = 1 AND started IS NOT NULL AND type = :type
+  AND started >= :stale
   AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
 
 -- name: fair_served
@@ -134,8 +136,9 @@ SELECT id, attempts FROM worker_jobs
 WHERE id = ANY(:ids::bigint[]) AND num_nulls(finished) = 1 AND cancel_requested IS NOT NULL
 
 -- name: abandoned
+-- The running rows (worker_jobs_running, migration 0010), however stale the statistics.
 SELECT * FROM worker_jobs
-WHERE finished IS NULL AND started IS NOT NULL
+WHERE num_nulls(finished, started) = 1 AND started IS NOT NULL
   AND (started < :stale
        OR claimed_by IN (SELECT id FROM worker_processes
                          WHERE last_seen < :dead AND last_seen >= :seen_since))
@@ -271,3 +274,94 @@ FROM pg_stat_user_tables WHERE relid = 'worker_jobs'::regclass
 
 -- name: vacuum
 VACUUM (ANALYZE) worker_jobs
+
+-- Statements of queries.sql said for PostgreSQL with num_nulls(finished) = 1 instead of
+-- "finished IS NULL" (see migrations 0009 and 0010): a lookup by id keeps the primary
+-- key, a pair's rows come from worker_jobs_pending_match, a worker's running rows from
+-- worker_jobs_running, whatever the table's statistics say. With statistics taken while
+-- every row was finished, "finished IS NULL" sent each of these through the claim's
+-- index, reading every pending row.
+
+-- name: unfinished_for_pair
+SELECT * FROM worker_jobs
+WHERE type = :type AND user_id = :user_id AND num_nulls(finished) = 1
+ORDER BY id
+
+-- name: reset_claim
+-- A rescued job becomes pending again; its attempts stay counted. A cancel request
+-- was for that claim only.
+UPDATE worker_jobs
+SET started = NULL, claimed_by = NULL, cancel_requested = NULL, updated_at = :now
+WHERE id = :id AND attempts = :token AND num_nulls(finished) = 1
+
+-- name: reset_claim_crashed
+UPDATE worker_jobs
+SET started = NULL, claimed_by = NULL, cancel_requested = NULL, crashes = crashes + 1,
+    updated_at = :now
+WHERE id = :id AND attempts = :token AND num_nulls(finished) = 1
+
+-- name: snooze
+UPDATE worker_jobs
+SET due = :due, started = NULL, claimed_by = NULL, attempts = attempts - 1,
+    updated_at = :now
+WHERE id = :id AND attempts = :token AND num_nulls(finished) = 1 AND cancel_requested IS NULL
+RETURNING id
+
+-- name: cancel_claimed
+UPDATE worker_jobs
+SET finished = :now, success = FALSE, cancelled = TRUE, result = :result, updated_at = :now
+WHERE id = :id AND attempts = :token AND num_nulls(finished) = 1
+
+-- name: cancel_by_id
+UPDATE worker_jobs
+SET finished = :now, success = FALSE, cancelled = TRUE, result = :result, updated_at = :now
+WHERE id = :id AND num_nulls(finished) = 1 AND (started IS NULL OR started < :stale)
+
+-- name: make_due_now
+UPDATE worker_jobs SET due = :now, updated_at = :now
+WHERE id = :id AND num_nulls(finished) = 1 AND started IS NULL AND due > :now
+
+-- name: running_of_worker
+SELECT * FROM worker_jobs
+WHERE claimed_by = :worker AND num_nulls(finished, started) = 1 AND started IS NOT NULL
+ORDER BY id
+
+-- name: claimed_by_worker
+SELECT id, attempts FROM worker_jobs
+WHERE claimed_by = :worker AND num_nulls(finished, started) = 1 AND started IS NOT NULL
+
+-- name: next_due
+-- The first entry of worker_jobs_pending_due. Said as ORDER BY ... LIMIT 1: with stale
+-- statistics the planner took MIN() over "one row" and read the whole index.
+SELECT due FROM worker_jobs WHERE finished IS NULL AND started IS NULL
+ORDER BY due LIMIT 1
+
+-- name: oldest_pending_due
+SELECT due FROM worker_jobs
+WHERE finished IS NULL AND started IS NULL AND due <= :now
+ORDER BY due LIMIT 1
+
+-- name: list_unfinished
+-- The unfinished rows only (num_nulls: through an index of every unfinished row, never
+-- a walk of the history by id).
+SELECT * FROM worker_jobs
+WHERE num_nulls(finished) = 1
+  AND (CASE WHEN started IS NULL THEN 'pending' ELSE 'running' END) = :status
+  AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+  AND (CAST(:type_prefix AS TEXT) IS NULL
+       OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
+  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+  AND (CAST(:before_id AS BIGINT) IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit OFFSET :offset
+
+-- name: count_unfinished
+SELECT COUNT(*) AS n FROM (
+    SELECT 1 FROM worker_jobs
+    WHERE num_nulls(finished) = 1
+      AND (CASE WHEN started IS NULL THEN 'pending' ELSE 'running' END) = :status
+      AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+      AND (CAST(:type_prefix AS TEXT) IS NULL
+           OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
+      AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+    LIMIT :cap) AS t

@@ -90,11 +90,11 @@ RETURNING *
 
 -- name: claim_limited_plain
 -- A limited type without a per-user limit or FAIR: the first :limit of its due rows in
--- claim order, found through the type's unfinished rows.
+-- claim order, walked in that order (worker_jobs_limited_order, migration 0010).
 UPDATE worker_jobs
 SET started = :now, claimed_by = :worker, attempts = attempts + 1, updated_at = :now
 WHERE id IN (
-    SELECT id FROM worker_jobs INDEXED BY worker_jobs_unfinished_type_user
+    SELECT id FROM worker_jobs INDEXED BY worker_jobs_limited_order
     WHERE finished IS NULL AND type = :type AND due <= :now
       AND (started IS NULL OR (started < :stale AND attempts < :max_attempts))
       AND (:queue IS NULL OR queue = :queue)
@@ -160,17 +160,46 @@ DELETE FROM worker_jobs WHERE id IN (
            OR (success = FALSE AND finished < :failed_before))
     LIMIT :batch)
 
+-- The history figures read blocks of ids (see SqliteStore._history_sample): one block
+-- of every id while the table is small, else :sample_width ids every :sample_step,
+-- found by rowid (CROSS JOIN keeps the blocks outside; NOT INDEXED keeps SQLite from
+-- building an automatic index over the whole table instead), and the store scales the
+-- counts up. So they cost the same whatever the history's size.
+
+-- name: id_span
+-- Two subqueries: each is one rowid probe (MIN and MAX in one SELECT scan the table).
+SELECT (SELECT MIN(id) FROM worker_jobs) AS lo, (SELECT MAX(id) FROM worker_jobs) AS hi
+
+-- name: count_finished
+WITH RECURSIVE blocks(lo) AS (
+    SELECT :sample_first
+    UNION ALL SELECT lo + :sample_step FROM blocks WHERE lo + :sample_step <= :sample_last)
+SELECT w.type AS type,
+       CASE WHEN w.cancelled = TRUE THEN 'cancelled'
+            WHEN w.success = TRUE THEN 'succeeded'
+            ELSE 'failed' END AS status,
+       COUNT(*) AS n
+FROM blocks CROSS JOIN worker_jobs AS w NOT INDEXED
+WHERE w.id >= blocks.lo AND w.id < blocks.lo + :sample_width AND w.finished IS NOT NULL
+GROUP BY 1, 2
+
 -- name: throughput
 -- Succeeded and failed jobs per minute (cancellations not counted).
-SELECT substr(finished, 1, 16) AS minute,
-       SUM(CASE WHEN success = TRUE THEN 1 ELSE 0 END) AS succeeded,
-       SUM(CASE WHEN success = FALSE THEN 1 ELSE 0 END) AS failed
-FROM worker_jobs
-WHERE finished >= :since AND finished < :until AND cancelled = FALSE
+WITH RECURSIVE blocks(lo) AS (
+    SELECT :sample_first
+    UNION ALL SELECT lo + :sample_step FROM blocks WHERE lo + :sample_step <= :sample_last)
+SELECT substr(w.finished, 1, 16) AS minute,
+       SUM(CASE WHEN w.success = TRUE THEN 1 ELSE 0 END) AS succeeded,
+       SUM(CASE WHEN w.success = FALSE THEN 1 ELSE 0 END) AS failed
+FROM blocks CROSS JOIN worker_jobs AS w NOT INDEXED
+WHERE w.id >= blocks.lo AND w.id < blocks.lo + :sample_width AND w.finished >= :since AND w.finished < :until AND w.cancelled = FALSE
 GROUP BY 1
 
 -- name: runtimes
 -- Run-time histogram per type; :b0..:b13 are the bucket upper bounds (seconds).
+WITH RECURSIVE blocks(lo) AS (
+    SELECT :sample_first
+    UNION ALL SELECT lo + :sample_step FROM blocks WHERE lo + :sample_step <= :sample_last)
 SELECT type, COUNT(*) AS n, SUM(d) AS total,
        SUM(CASE WHEN d <= :b0 THEN 1 ELSE 0 END) AS b0,
        SUM(CASE WHEN d <= :b1 THEN 1 ELSE 0 END) AS b1,
@@ -186,11 +215,32 @@ SELECT type, COUNT(*) AS n, SUM(d) AS total,
        SUM(CASE WHEN d <= :b11 THEN 1 ELSE 0 END) AS b11,
        SUM(CASE WHEN d <= :b12 THEN 1 ELSE 0 END) AS b12,
        SUM(CASE WHEN d <= :b13 THEN 1 ELSE 0 END) AS b13
-FROM (SELECT type, (julianday(finished) - julianday(started)) * 86400.0 AS d
-      FROM worker_jobs
-      WHERE finished >= :since AND started IS NOT NULL AND cancelled = FALSE) AS r
+FROM (SELECT w.type AS type,
+             (julianday(w.finished) - julianday(w.started)) * 86400.0 AS d
+      FROM blocks CROSS JOIN worker_jobs AS w NOT INDEXED
+      WHERE w.id >= blocks.lo AND w.id < blocks.lo + :sample_width AND w.finished >= :since AND w.started IS NOT NULL
+        AND w.cancelled = FALSE) AS r
 GROUP BY type
 ORDER BY type
+
+-- name: retries_by_type
+WITH RECURSIVE blocks(lo) AS (
+    SELECT :sample_first
+    UNION ALL SELECT lo + :sample_step FROM blocks WHERE lo + :sample_step <= :sample_last)
+SELECT w.type AS type, COUNT(*) AS n
+FROM blocks CROSS JOIN worker_jobs AS w NOT INDEXED
+JOIN worker_jobs AS p ON w.rescheduled_from_job = p.id
+WHERE w.id >= blocks.lo AND w.id < blocks.lo + :sample_width AND p.success = FALSE AND p.cancelled = FALSE
+GROUP BY w.type
+
+-- name: rescued_by_type
+WITH RECURSIVE blocks(lo) AS (
+    SELECT :sample_first
+    UNION ALL SELECT lo + :sample_step FROM blocks WHERE lo + :sample_step <= :sample_last)
+SELECT w.type AS type, COUNT(*) AS n
+FROM blocks CROSS JOIN worker_jobs AS w NOT INDEXED
+WHERE w.id >= blocks.lo AND w.id < blocks.lo + :sample_width AND w.attempts > 1
+GROUP BY w.type
 
 -- name: migrations_table_exists
 SELECT COUNT(*) AS present FROM sqlite_master
@@ -216,3 +266,26 @@ SELECT :type, :first_user + i, :due, :now, :now FROM g
 -- name: table_health
 SELECT page_count AS pages, freelist_count AS free, page_size
 FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()
+
+-- name: list_unfinished
+-- The unfinished rows only, through an index of them (without statistics SQLite would
+-- rather walk the whole table backwards by id to avoid the sort).
+SELECT * FROM worker_jobs INDEXED BY worker_jobs_unfinished_type_user
+WHERE finished IS NULL
+  AND (CASE WHEN started IS NULL THEN 'pending' ELSE 'running' END) = :status
+  AND (:type IS NULL OR type = :type)
+  AND (:type_prefix IS NULL OR substr(type, 1, length(:type_prefix)) = :type_prefix)
+  AND (:user_id IS NULL OR user_id = :user_id)
+  AND (:before_id IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit OFFSET :offset
+
+-- name: count_unfinished
+SELECT COUNT(*) AS n FROM (
+    SELECT 1 FROM worker_jobs INDEXED BY worker_jobs_unfinished_type_user
+    WHERE finished IS NULL
+      AND (CASE WHEN started IS NULL THEN 'pending' ELSE 'running' END) = :status
+      AND (:type IS NULL OR type = :type)
+      AND (:type_prefix IS NULL OR substr(type, 1, length(:type_prefix)) = :type_prefix)
+      AND (:user_id IS NULL OR user_id = :user_id)
+    LIMIT :cap) AS t

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from jobtable import JobTable, WorkerJobConfig
+from jobtable.client import COUNT_CAP
 from jobtable.dashboard import create_app
 from jobtable.model import Outcome
 from jobtable.timeutil import utcnow
@@ -92,6 +93,19 @@ def test_list_filters_and_paginates(client: httpx.Client, jt: JobTable) -> None:
     bad = client.get("/jobs", params={"user_id": "seven"})
     assert bad.status_code == 400 and "user id must be a whole number" in bad.text
     assert client.get("/jobs", params={"status": "lost"}).status_code == 400
+
+
+def test_a_list_past_the_count_bound_says_more_than_and_still_pages(
+        client: httpx.Client, jt: JobTable) -> None:
+    jt.store.fill("old", finished=COUNT_CAP + 5)
+    page = client.get("/jobs")
+    assert f"more than {COUNT_CAP:,} matching" in page.text
+    assert len(re.findall(r'data-job-id="(\d+)"', page.text)) == 50
+    assert "Older" in page.text
+    page3 = client.get("/jobs", params={"page": "3", "status": "succeeded"})
+    assert "150 of more than" in page3.text and "Older" in page3.text
+    few = client.get("/jobs", params={"status": "pending"})
+    assert "No job matches" in few.text
 
 
 def test_html_in_data_and_errors_is_shown_escaped(client: httpx.Client, jt: JobTable) -> None:

@@ -174,6 +174,46 @@ def test_cancel_by_hand_only_while_pending(store: Store) -> None:
     assert not store.cancel_job(pending.id) and not store.cancel_job(10**9)
 
 
+def test_counts_stop_at_a_bound_and_unfinished_lists_read_unfinished_rows(
+        store: Store) -> None:
+    store.fill("old", finished=30)
+    store.schedule([new("a", 1), new("a", 2), new("b", 3)])
+    assert store.count_jobs(at_most=10) == 10                  # "at least 10"
+    assert store.count_jobs(at_most=100) == 33 == store.count_jobs()
+    assert store.count_jobs(status="succeeded", at_most=5) == 5
+    assert store.count_jobs(status="pending", at_most=2) == 2
+    assert store.count_jobs(status="pending", type="a", at_most=10) == 2
+    assert store.count_jobs(status="running", at_most=10) == 0
+    assert [j.user_id for j in store.list_jobs(status="pending")] == [3, 2, 1]
+    assert [j.user_id for j in store.list_jobs(status="pending", type_prefix="a",
+                                               limit=1, offset=1)] == [1]
+    newest = store.list_jobs(status="pending", limit=1)[0]
+    assert [j.user_id for j in store.list_jobs(status="pending",
+                                               before_id=newest.id)] == [2, 1]
+    claimed = store.claim("w", 1)
+    assert [j.id for j in store.list_jobs(status="running")] == [claimed[0].id]
+    assert store.count_jobs(status="running", at_most=10) == 1
+
+
+def test_history_figures_read_a_fixed_sample_of_a_long_history(store: Store) -> None:
+    """Past a size, the finished counts (and the other history figures) read a fixed
+    part of the table and scale it up; the unfinished rows are counted exactly."""
+    store.fill("old", finished=12_000, pending=7)
+    if store.dialect == "sqlite":
+        store.sample_ids, store.sample_blocks = 400, 20  # type: ignore[attr-defined]
+    else:
+        store.sample_pages = 50  # type: ignore[attr-defined]  # of ~400
+    pct = store.history_sample()
+    assert pct < 100
+    counts = store.counts()["old"]
+    assert counts["pending"] == 7
+    assert 6_000 < counts["succeeded"] < 18_000
+    now = utcnow()
+    minutes = store.throughput(now - timedelta(hours=1), now + timedelta(minutes=1))
+    assert 6_000 < sum(ok for ok, _ in minutes.values()) < 18_000
+    assert store.rescued_by_type() == {} and store.retries_by_type() == {}
+
+
 def test_lists_counts_filters_and_chains(store: Store) -> None:
     store.schedule([new("a", 1), new("b", 2, retry=True), new("a", 3)])
     assert [j.user_id for j in store.list_jobs(type="a")] == [3, 1]

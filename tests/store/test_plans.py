@@ -20,6 +20,7 @@ import pytest
 from jobtable import WorkerJobConfig, rules
 from jobtable.errors import ConfigError
 from jobtable.model import Outcome
+from jobtable.routing import TypeLimits
 from jobtable.store.postgres import PostgresStore
 from jobtable.timeutil import utcnow
 
@@ -230,3 +231,65 @@ def test_schedule_ids_keeps_rule_2_and_returns_ids_in_order(store: Any) -> None:
     kept = store.schedule_ids([_config_job(2, on_conflict="keep")])
     assert kept == [ids[1]]
     assert store.count_jobs(status="pending") == 2
+
+
+def _index_of(plans: list[dict[str, Any]], text: str) -> set[str]:
+    """The indexes (or "Seq Scan") by which the statements containing ``text`` read
+    worker_jobs."""
+    return {s.get("Index Name", s["Node Type"]) for s in _scans(plans, text)}
+
+
+def test_lookups_by_id_pair_and_running_rows_keep_their_indexes_with_stale_statistics(
+        stale: tuple[PostgresStore, list[dict[str, Any]]]) -> None:
+    """The statements of queries.sql that said "finished IS NULL" walked the claim's
+    index (every pending row) with such statistics; said with num_nulls they keep the
+    primary key, the match index and the index of running rows (migration 0010)."""
+    store, plans = stale
+    backlog = store.list_jobs(status="pending", limit=3)
+    assert len(backlog) == 3
+    assert "Seq Scan" not in _index_of(plans, "CASE WHEN started IS NULL THEN 'pending'")
+    assert "worker_jobs_pkey" not in _index_of(plans, "CASE WHEN started IS NULL THEN")
+
+    pair = store.read("unfinished_for_pair", type="noop", user_id=backlog[0].user_id)
+    assert [r["id"] for r in pair] == [backlog[0].id]
+    assert _index_of(plans, "type = $1 AND user_id = $2") == {"worker_jobs_pending_match"}
+
+    assert store.cancel_job(backlog[0].id)
+    assert _index_of(plans, "WHERE id = $") == {"worker_jobs_pkey"}
+    plans.clear()
+    store.make_due_now(backlog[1].id)
+    assert _index_of(plans, "UPDATE worker_jobs SET due") == {"worker_jobs_pkey"}
+
+    jobs = store.claim("w1", 2)
+    assert len(jobs) == 2
+    plans.clear()
+    assert store.release_claim(jobs[0].id, jobs[0].attempts)
+    assert _index_of(plans, "SET started = NULL") == {"worker_jobs_pkey"}
+
+    plans.clear()
+    assert store.release_unknown_claims("w1", {jobs[1].id}) == []
+    assert _index_of(plans, "claimed_by = $1") == {"worker_jobs_running"}
+    plans.clear()
+    store.rescue(timedelta(seconds=30))
+    assert _index_of(plans, "FOR UPDATE SKIP LOCKED") == {"worker_jobs_running"}
+    plans.clear()
+    assert store.running_of_type("noop") == 1
+    assert _index_of(plans, "COUNT(*) AS n FROM worker_jobs") == {"worker_jobs_running"}
+    plans.clear()
+    store.release_worker("w1")
+    assert _index_of(plans, "claimed_by = $1") == {"worker_jobs_running"}
+
+    plans.clear()
+    assert store.next_due() is not None
+    assert store.oldest_pending_due(utcnow()) is not None
+    assert _index_of(plans, "ORDER BY due LIMIT 1") == {"worker_jobs_pending_due"}
+
+
+def test_limited_claims_walk_their_type_in_claim_order_with_stale_statistics(
+        stale: tuple[PostgresStore, list[dict[str, Any]]]) -> None:
+    store, plans = stale
+    jobs = store.claim("w1", 5, limits=[TypeLimits("noop", concurrency=100)])
+    assert len(jobs) == 5 and [j.id for j in jobs] == sorted(j.id for j in jobs)
+    scans = [s for s in _scans(plans, "ORDER BY priority, due, id")
+             if s.get("Index Name") != "worker_jobs_pkey"]
+    assert {s["Index Name"] for s in scans} == {"worker_jobs_limited_order"}, scans
