@@ -31,7 +31,6 @@ from jobtable.timeutil import utcnow
 Row = dict[str, Any]
 
 STATUSES = tuple(s.value for s in JobStatus)
-UNFINISHED_STATUSES = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 FINISHED_STATUSES = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value,
                      JobStatus.CANCELLED.value)
 RUNTIME_BOUNDS = 14  # the :b0..:b13 parameters of the ``runtimes`` query
@@ -953,7 +952,8 @@ class Store(ABC):
                   before_id: int | None = None,
                   type_prefix: str | None = None) -> list[WorkerJob]:
         """Jobs, newest first, filtered by status, type (or its start) and user."""
-        name = "list_unfinished" if status in UNFINISHED_STATUSES else "list_jobs"
+        name = {"pending": "list_unfinished", "running": "list_running"}.get(status or "",
+                                                                          "list_jobs")
         rows = self.read(name, status=check_status(status), type=type,
                          type_prefix=type_prefix or None, user_id=user_id,
                          before_id=before_id, limit=limit, offset=offset)
@@ -983,7 +983,8 @@ class Store(ABC):
         if at_most is None:
             rows = self.read("count_jobs", **filters)
         else:
-            name = "count_unfinished" if status in UNFINISHED_STATUSES else "count_jobs_capped"
+            name = {"pending": "count_unfinished", "running": "count_running"}.get(
+                status or "", "count_jobs_capped")
             rows = self.read(name, cap=max(0, at_most), **filters)
         return int(rows[0]["n"])
 

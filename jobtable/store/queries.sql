@@ -166,6 +166,28 @@ SELECT COUNT(*) AS n FROM (
       AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
     LIMIT :cap) AS t
 
+-- name: list_running
+-- list_jobs and count_jobs for running rows only.
+SELECT * FROM worker_jobs
+WHERE finished IS NULL AND started IS NOT NULL
+  AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+  AND (CAST(:type_prefix AS TEXT) IS NULL
+       OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
+  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+  AND (CAST(:before_id AS BIGINT) IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit OFFSET :offset
+
+-- name: count_running
+SELECT COUNT(*) AS n FROM (
+    SELECT 1 FROM worker_jobs
+    WHERE finished IS NULL AND started IS NOT NULL
+      AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+      AND (CAST(:type_prefix AS TEXT) IS NULL
+           OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
+      AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+    LIMIT :cap) AS t
+
 -- name: search_data
 -- The list_jobs filters, plus: the row's data, as JSON text and lower-cased, contains
 -- :pattern (a LIKE pattern with its wildcards escaped). Only the newest :window ids are

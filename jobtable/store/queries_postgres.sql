@@ -365,3 +365,25 @@ SELECT COUNT(*) AS n FROM (
            OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
       AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
     LIMIT :cap) AS t
+
+-- name: list_running
+-- list_jobs and count_jobs for running rows: through worker_jobs_running (0010).
+SELECT * FROM worker_jobs
+WHERE num_nulls(finished, started) = 1 AND started IS NOT NULL
+  AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+  AND (CAST(:type_prefix AS TEXT) IS NULL
+       OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
+  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+  AND (CAST(:before_id AS BIGINT) IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit OFFSET :offset
+
+-- name: count_running
+SELECT COUNT(*) AS n FROM (
+    SELECT 1 FROM worker_jobs
+    WHERE num_nulls(finished, started) = 1 AND started IS NOT NULL
+      AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+      AND (CAST(:type_prefix AS TEXT) IS NULL
+           OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
+      AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
+    LIMIT :cap) AS t

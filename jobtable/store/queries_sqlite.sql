@@ -289,3 +289,23 @@ SELECT COUNT(*) AS n FROM (
       AND (:type_prefix IS NULL OR substr(type, 1, length(:type_prefix)) = :type_prefix)
       AND (:user_id IS NULL OR user_id = :user_id)
     LIMIT :cap) AS t
+
+-- name: list_running
+-- list_jobs and count_jobs for running rows: through the index of running rows.
+SELECT * FROM worker_jobs INDEXED BY worker_jobs_running_claimed_by
+WHERE finished IS NULL AND started IS NOT NULL
+  AND (:type IS NULL OR type = :type)
+  AND (:type_prefix IS NULL OR substr(type, 1, length(:type_prefix)) = :type_prefix)
+  AND (:user_id IS NULL OR user_id = :user_id)
+  AND (:before_id IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit OFFSET :offset
+
+-- name: count_running
+SELECT COUNT(*) AS n FROM (
+    SELECT 1 FROM worker_jobs INDEXED BY worker_jobs_running_claimed_by
+    WHERE finished IS NULL AND started IS NOT NULL
+      AND (:type IS NULL OR type = :type)
+      AND (:type_prefix IS NULL OR substr(type, 1, length(:type_prefix)) = :type_prefix)
+      AND (:user_id IS NULL OR user_id = :user_id)
+    LIMIT :cap) AS t

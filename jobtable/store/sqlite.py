@@ -215,8 +215,8 @@ class SqliteStore(Store):
 
     # The history figures read about this many ids, in this many blocks, once the
     # table spans four times as many (see _history_sample).
-    sample_ids = 10_000
-    sample_blocks = 200
+    sample_ids = 5_000
+    sample_blocks = 100
 
     def _history_sample(self) -> tuple[float, dict[str, Any]]:
         """Every id while the table spans up to ``sample_ids`` x 4 of them; beyond,

@@ -267,6 +267,10 @@ def test_lookups_by_id_pair_and_running_rows_keep_their_indexes_with_stale_stati
     assert _index_of(plans, "SET started = NULL") == {"worker_jobs_pkey"}
 
     plans.clear()
+    assert [j.id for j in store.list_jobs(status="running")] == [jobs[1].id]
+    assert store.count_jobs(status="running", at_most=10) == 1
+    assert _index_of(plans, "started IS NOT NULL") == {"worker_jobs_running"}
+    plans.clear()
     assert store.release_unknown_claims("w1", {jobs[1].id}) == []
     assert _index_of(plans, "claimed_by = $1") == {"worker_jobs_running"}
     plans.clear()
