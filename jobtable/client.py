@@ -475,7 +475,7 @@ class JobTable:
                    user_id: int | None = None, type_prefix: str | None = None,
                    at_most: int | None = None) -> int:
         """How many jobs match the filters of ``list_jobs``. ``at_most`` bounds the count
-        (and its cost, on a table with a long history): a result equal to ``at_most``
+        (and its cost, on a table with a long history): a result of ``at_most`` or more
         means "at least that many"."""
         return self._ready().count_jobs(status=status, type=type, user_id=user_id,
                                         type_prefix=type_prefix, at_most=at_most)

@@ -976,8 +976,9 @@ class Store(ABC):
                    user_id: int | None = None, type_prefix: str | None = None,
                    at_most: int | None = None) -> int:
         """How many jobs match the filters of ``list_jobs``. With ``at_most``, counting
-        stops there: a result of ``at_most`` means "at least that many", and the cost is
-        bounded by it instead of by the table's history."""
+        may stop there: a result of ``at_most`` or more means "at least that many", and
+        the cost is bounded by it (or, for pending and running, by the unfinished rows)
+        instead of by the table's history."""
         filters = dict(status=check_status(status), type=type,
                        type_prefix=type_prefix or None, user_id=user_id)
         if at_most is None:
