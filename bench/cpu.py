@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -38,7 +39,24 @@ _LEFT = "SELECT count(*) FROM worker_jobs WHERE type = 'noop' AND finished IS NU
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of one process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return cpu_seconds_of(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU so far of the process's main thread (the event loop) and of its other threads
+    (the database calls made through threads, heartbeat, rescue), seconds."""
+    out = {"main": 0.0, "threads": 0.0}
+    for entry in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out["main" if entry.name == str(pid) else "threads"] += cpu_seconds_of(
+                entry / "stat")
+        except OSError:
+            continue  # a thread that ended
+    return out
+
+
+def cpu_seconds_of(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
@@ -87,7 +105,7 @@ def left(url: str, backend: str) -> int:
 
 
 def drain(url: str, backend: str, n: int, concurrency: int, py_spy: str | None,
-          spy_options: list[str]) -> dict[str, float]:
+          spy_options: list[str]) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH_DIR), env.get("PYTHONPATH"))
                                         if p)
@@ -103,12 +121,14 @@ def drain(url: str, backend: str, n: int, concurrency: int, py_spy: str | None,
             now = time.perf_counter()
             if first is None and remaining < n:
                 first = (now, cpu_seconds(worker.pid), postgres_cpu(), n - remaining)
+                threads_first = thread_cpu(worker.pid)
                 if py_spy:
                     cmd = ["py-spy", "record", "--pid", str(worker.pid), "--format",
                            "speedscope", "-o", py_spy, "--rate", "250"]
                     spy = subprocess.Popen(cmd + spy_options)
             if remaining == 0:
                 last = (now, cpu_seconds(worker.pid), postgres_cpu(), n)
+                threads_last = thread_cpu(worker.pid)
                 break
             if worker.poll() is not None:
                 raise SystemExit(f"the worker exited with {worker.returncode}")
@@ -129,6 +149,9 @@ def drain(url: str, backend: str, n: int, concurrency: int, py_spy: str | None,
         "worker_cpu_us_per_job": round((last[1] - first[1]) / jobs * 1e6, 1),
         "worker_cpu_share": round((last[1] - first[1]) / seconds, 2),
         "server_cpu_us_per_job": round((last[2] - first[2]) / jobs * 1e6, 1),
+        "worker_threads_us_per_job": {
+            name: round((cpu - threads_first.get(name, 0.0)) / jobs * 1e6, 1)
+            for name, cpu in sorted(threads_last.items())},
     }
 
 
