@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar
 
 from jobtable import rules
 from jobtable.errors import ConfigError
@@ -138,6 +138,47 @@ async def run_steps_async(tx: AsyncTx, steps: Steps[T]) -> T:
             name, params = steps.send(await tx.q(name, **params))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+class Send(NamedTuple):
+    """A step whose rows its steps do not read (a lock, a write without ``RETURNING``, a
+    ``NOTIFY``), yielded in place of ``(name, params)``. Every runner runs it in its
+    turn; one that pipelines (PostgreSQL's async path, in a transaction) sends it
+    without waiting for its reply, so that it travels with the next statement. Its
+    steps receive no rows they may rely on."""
+
+    name: str
+    params: dict[str, Any]
+
+
+Mode = Literal["read", "statement", "transaction"]
+
+
+class Unit(NamedTuple):
+    """One part of an ``Op``: ``steps`` run as one transaction (``transaction``), as
+    statements without BEGIN/COMMIT round trips (``statement``: PostgreSQL autocommit,
+    a write transaction on SQLite), or as reads outside any write transaction
+    (``read``)."""
+
+    steps: Steps[Any]
+    mode: Mode
+
+
+Op = Generator[Unit, Any, T]
+"""A store operation of one or more transactions, written once for the worker's sync
+and async paths: it yields ``Unit``s, receives each one's result and returns its own.
+``Store._run`` runs it on the calling thread; ``Store._run_async`` from the event loop
+(on a thread, unless the dialect has an async driver)."""
+
+
+class _ReadTx:
+    """``Store.read`` as a ``Tx``: each query outside any write transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def q(self, name: str, **params: Any) -> list[Row]:
+        return self.store.read(name, **params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,17 +407,17 @@ class Store(ABC):
         names instead, for the error."""
 
     @abstractmethod
+    def _pair_locks(self, pairs: Sequence[tuple[str, int]]) -> Steps[None]:
+        """Serialise schedulers of the same pairs until the transaction ends (steps)."""
+
     def _lock_pairs(self, tx: Tx, pairs: Sequence[tuple[str, int]]) -> None:
-        """Serialise schedulers of the same pairs until the transaction ends."""
+        """``_pair_locks`` run in ``tx``."""
+        run_steps(tx, self._pair_locks(pairs))
 
     @abstractmethod
-    def _finish(self, tx: Tx, outcomes: Sequence[Outcome], now: datetime) -> dict[int, bool]:
+    def _finish(self, outcomes: Sequence[Outcome], now: datetime) -> Steps[dict[int, bool]]:
         """Write outcomes whose fencing token is current; return the ids written, each
         with whether its row ended cancelled (a cancel was requested while it ran)."""
-
-    @abstractmethod
-    def _cancel_requests(self, ids: Sequence[int]) -> list[Row]:
-        """(id, attempts) of the unfinished rows among ``ids`` whose cancel was requested."""
 
     def _types_param(self, types: Sequence[str]) -> Any:
         """A list of type names as a query parameter (an array, or JSON text)."""
@@ -386,8 +427,9 @@ class Store(ABC):
         """A list of integers as a query parameter (an array, or JSON text)."""
         return list(ids)
 
-    def _lock_limited(self, tx: Tx, types: Sequence[str]) -> None:  # noqa: B027 - optional hook
+    def _lock_limited(self, types: Sequence[str]) -> Steps[None]:
         """Serialise the claimers of these limited types until the transaction ends."""
+        yield from ()
 
     # -- scheduling ----------------------------------------------------------
 
@@ -483,10 +525,19 @@ class Store(ABC):
 
     def cancel_requests(self, running: dict[int, int]) -> list[int]:
         """Of ``running`` (job id to the claim's token), the ids asked to stop."""
+        return self._run(self._cancel_requests_op(dict(running)))
+
+    def _cancel_requests_op(self, running: dict[int, int]) -> Op[list[int]]:
         if not running:
             return []
-        return [int(r["id"]) for r in self._cancel_requests(sorted(running))
-                if running.get(int(r["id"])) == r["attempts"]]
+        rows = yield Unit(self._one("cancel_requests", ids=self._ids_param(sorted(running))),
+                          "read")
+        return [int(r["id"]) for r in rows if running.get(int(r["id"])) == r["attempts"]]
+
+    @staticmethod
+    def _one(name: str, **params: Any) -> Steps[list[Row]]:
+        """One named query as steps."""
+        return (yield name, params)
 
     def cancel_job(self, job_id: int, reason: str = "Job cancelled by request") -> bool:
         """Cancel one pending job. Returns False when it is not pending."""
@@ -502,8 +553,67 @@ class Store(ABC):
                  stale=self._t(self.stale_cutoff(now)), result=self._json({"error": reason}))
             after = self.to_job(tx.q("get_job", id=job_id)[0])
             if after.cancelled:
-                self._notify_finished(tx, [job_id])
+                run_steps(tx, self._notify_finished([job_id]))
         return after.cancelled
+
+    # -- running operations ----------------------------------------------------
+
+    def _run(self, op: Op[T]) -> T:
+        """Run ``op`` on this thread, each unit in its own transaction or statement."""
+        try:
+            unit = next(op)
+            while True:
+                if unit.mode == "read":
+                    result = run_steps(_ReadTx(self), unit.steps)
+                else:
+                    with (self.transaction() if unit.mode == "transaction"
+                          else self.statement()) as tx:
+                        result = run_steps(tx, unit.steps)
+                unit = op.send(result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def _run_async(self, op: Op[T]) -> T:
+        """Run ``op`` from the event loop: here on a thread (``_run``); a dialect whose
+        driver has an asyncio side runs it in the loop once ``open_async`` was awaited."""
+        return await asyncio.to_thread(self._run, op)
+
+    # -- the worker's async side -------------------------------------------------
+    # The worker calls these from its event loop. Each runs the same operation as its
+    # sync twin; by default on a thread, in the loop on PostgreSQL.
+
+    async def open_async(self) -> None:  # noqa: B027 - optional hook
+        """Open what the async methods use in the running event loop (PostgreSQL: a
+        small asyncio connection pool). Without it they run on a thread. Pair each call
+        with ``close_async`` in the same loop."""
+
+    async def close_async(self) -> None:  # noqa: B027 - optional hook
+        """Close what ``open_async`` opened (when its last user closes it)."""
+
+    async def claim_async(self, worker_id: str, limit: int,
+                          max_attempts: int = DEFAULT_MAX_ATTEMPTS, *,
+                          queue: str | None = None,
+                          limits: Sequence[TypeLimits] = ()) -> list[WorkerJob]:
+        """``claim`` from the event loop."""
+        return await self._run_async(self._claim_op(worker_id, limit, max_attempts, queue,
+                                                    list(limits)))
+
+    async def complete_async(self, outcomes: Sequence[Outcome]) -> set[int]:
+        """``complete`` from the event loop."""
+        return await self._run_async(self._complete_op(list(outcomes)))
+
+    async def next_due_async(self) -> datetime | None:
+        """``next_due`` from the event loop."""
+        return await self._run_async(self._next_due_op())
+
+    async def release_unknown_claims_async(self, worker_id: str,
+                                           running: set[int]) -> list[int]:
+        """``release_unknown_claims`` from the event loop."""
+        return await self._run_async(self._release_unknown_op(worker_id, set(running)))
+
+    async def cancel_requests_async(self, running: dict[int, int]) -> list[int]:
+        """``cancel_requests`` from the event loop."""
+        return await self._run_async(self._cancel_requests_op(dict(running)))
 
     # -- the worker's side ---------------------------------------------------
 
@@ -518,48 +628,64 @@ class Store(ABC):
         is claimed first, in a transaction that serialises its claimers and takes at most
         what its limits leave; every other type is claimed in one statement.
         """
+        return self._run(self._claim_op(worker_id, limit, max_attempts, queue, limits))
+
+    def _claim_op(self, worker_id: str, limit: int, max_attempts: int, queue: str | None,
+                  limits: Sequence[TypeLimits]) -> Op[list[WorkerJob]]:
+        """``claim``: the limited types in one transaction, then the others in one
+        statement, then the rows that cannot be read failed (fenced)."""
         if limit <= 0:
             return []
         limited = [lim for lim in limits if lim.limited]
         rows: list[Row] = []
         if limited:
-            with self.transaction() as tx:
-                now = utcnow()
-                self._lock_limited(tx, [lim.type for lim in limited])
-                for lim in limited:
-                    if len(rows) >= limit:
-                        break
-                    rows += self._claim_limited(tx, worker_id, limit - len(rows), now,
-                                                max_attempts, queue, lim)
+            rows += yield Unit(self._claim_limited_types(worker_id, limit, max_attempts,
+                                                         queue, limited), "transaction")
         if len(rows) < limit:
-            with self.statement() as tx:
-                now = utcnow()
-                params = dict(worker=worker_id, limit=limit - len(rows), now=self._t(now),
-                              stale=self._t(self.stale_cutoff(now)),
-                              max_attempts=max_attempts,
-                              skip_types=self._types_param([lim.type for lim in limited]))
-                if queue is None:
-                    rows += tx.q("claim", **params)
-                else:
-                    rows += tx.q("claim_queue", queue=queue, **params)
+            rows += yield Unit(self._claim_unlimited(
+                worker_id, limit - len(rows), max_attempts, queue,
+                [lim.type for lim in limited]), "statement")
         jobs, broken = self._decode(rows)
         if broken:
-            self.fail_unreadable(broken)
+            yield Unit(self._fail_rows(broken, None), "statement")
         jobs.sort(key=lambda j: (j.priority, j.due, j.id))
         return jobs
 
-    def _claim_limited(self, tx: Tx, worker_id: str, want: int, now: datetime,
-                       max_attempts: int, queue: str | None, lim: TypeLimits) -> list[Row]:
+    def _claim_unlimited(self, worker_id: str, limit: int, max_attempts: int,
+                         queue: str | None, skip: Sequence[str]) -> Steps[list[Row]]:
+        now = utcnow()
+        params = dict(worker=worker_id, limit=limit, now=self._t(now),
+                      stale=self._t(self.stale_cutoff(now)), max_attempts=max_attempts,
+                      skip_types=self._types_param(skip))
+        if queue is None:
+            return (yield "claim", params)
+        return (yield "claim_queue", dict(params, queue=queue))
+
+    def _claim_limited_types(self, worker_id: str, limit: int, max_attempts: int,
+                             queue: str | None,
+                             limited: Sequence[TypeLimits]) -> Steps[list[Row]]:
+        now = utcnow()
+        yield from self._lock_limited([lim.type for lim in limited])
+        rows: list[Row] = []
+        for lim in limited:
+            if len(rows) >= limit:
+                break
+            rows += yield from self._claim_limited(worker_id, limit - len(rows), now,
+                                                   max_attempts, queue, lim)
+        return rows
+
+    def _claim_limited(self, worker_id: str, want: int, now: datetime, max_attempts: int,
+                       queue: str | None, lim: TypeLimits) -> Steps[list[Row]]:
         """Claim up to ``want`` rows of one limited type, within its limits. The caller
         holds the type's claim lock."""
         stale = self._t(self.stale_cutoff(now))
         allowed = want
         if lim.concurrency is not None and not lim.per_user:
-            running = tx.q("running_of_type", type=lim.type, stale=stale, user_id=None)
+            running = yield "running_of_type", dict(type=lim.type, stale=stale, user_id=None)
             allowed = min(allowed, lim.concurrency - int(running[0]["n"]))
         if lim.rate is not None:
-            started = tx.q("rate_starts", type=lim.type,
-                           since=self._t(lim.rate.window_start(now)))
+            started = yield "rate_starts", dict(type=lim.type,
+                                                since=self._t(lim.rate.window_start(now)))
             allowed = min(allowed, lim.rate.count - int(started[0]["n"]))
         if allowed <= 0:
             return []
@@ -567,17 +693,18 @@ class Store(ABC):
                       max_attempts=max_attempts, queue=queue, type=lim.type)
         if lim.per_user or lim.fair:
             per_user = lim.concurrency if lim.per_user and lim.concurrency else _NO_LIMIT
-            rows = tx.q("claim_limited", per_user=per_user, fair=lim.fair, **params)
+            rows = yield "claim_limited", dict(params, per_user=per_user, fair=lim.fair)
         else:
-            rows = tx.q("claim_limited_plain", **params)
+            rows = yield "claim_limited_plain", params
         if rows and lim.fair:
             users = sorted({int(r["user_id"]) for r in rows})
-            tx.q("fair_served", type=lim.type, now=self._t(now),
-                 user_ids=self._ids_param(users))
+            yield Send("fair_served", dict(type=lim.type, now=self._t(now),
+                                           user_ids=self._ids_param(users)))
         if rows and lim.rate is not None:
-            tx.q("rate_add", type=lim.type, bucket=self._t(lim.rate.bucket_of(now)),
-                 n=len(rows))
-            tx.q("rate_forget", type=lim.type, before=self._t(lim.rate.window_start(now)))
+            yield Send("rate_add", dict(type=lim.type, bucket=self._t(lim.rate.bucket_of(now)),
+                                        n=len(rows)))
+            yield Send("rate_forget", dict(type=lim.type,
+                                           before=self._t(lim.rate.window_start(now))))
         return rows
 
     # -- queues ------------------------------------------------------------------
@@ -635,9 +762,11 @@ class Store(ABC):
         """Fail rows (as claimed, with their ``attempts``) that cannot be read, fenced by
         that claim, with an error naming the problem; returns the ids written."""
         with self.statement() as tx:
-            return self._fail_rows(tx, broken, utcnow())
+            return run_steps(tx, self._fail_rows(broken, None))
 
-    def _fail_rows(self, tx: Tx, broken: Sequence[tuple[Row, str]], now: datetime) -> set[int]:
+    def _fail_rows(self, broken: Sequence[tuple[Row, str]],
+                   now: datetime | None) -> Steps[set[int]]:
+        now = now or utcnow()
         outcomes = []
         for row, problem in broken:
             stand_in = WorkerJob(
@@ -651,7 +780,7 @@ class Store(ABC):
                 "error": f"the row of job {stand_in.id} cannot be read, so it cannot run: "
                          f"{problem}",
                 "exception": "UnreadableRow"}))
-        return set(self._finish(tx, outcomes, now))
+        return set((yield from self._finish(outcomes, now)))
 
     def complete(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one transaction, with their follow-up rows.
@@ -659,43 +788,58 @@ class Store(ABC):
         An outcome is written only if its claim is still current (fencing); a late
         write of a rescued job is refused. Returns the ids that were written.
         """
+        return self._run(self._complete_op(outcomes))
+
+    def _complete_op(self, outcomes: Sequence[Outcome]) -> Op[set[int]]:
+        """``complete``: plain outcomes in one statement; with follow-ups or snoozes, one
+        transaction."""
         if not outcomes:
             return set()
         snoozes = [o for o in outcomes if o.snooze_until is not None]
         finishes = [o for o in outcomes if o.snooze_until is None]
         follow = [o for o in finishes if o.follow_up is not None]
+        written: set[int]
         if not follow and not snoozes:
-            with self.statement() as tx:
-                done = set(self._finish(tx, finishes, utcnow()))
-                self._notify_finished(tx, sorted(done))
-                return done
-        with self.transaction() as tx:
-            now = utcnow()
-            # Locks first, then the outcomes: a scheduler of the same pair waits for the
-            # whole completion instead of deadlocking with it. A snooze refused because a
-            # cancel was requested ends cancelled; a cron row's chain then goes on.
-            self._lock_pairs(tx, pair_order([o.job for o in follow] +
-                                            [o.job for o in snoozes if o.job.is_cron]))
-            snoozed = set()
-            for o in snoozes:
-                if tx.q("snooze", id=o.job.id, token=o.job.attempts,
-                        due=self._t(o.snooze_until), now=self._t(now)):
-                    snoozed.add(o.job.id)
-                else:
-                    finishes.append(rules.cancelled(o.job, now))
-            written = self._finish(tx, finishes, now) if finishes else {}
-            jobs = []
-            for o in finishes:
-                if o.job.id not in written:
-                    continue
-                # A cancel requested while the job ran wins over its own outcome.
-                nxt = rules.cancelled(o.job, now).follow_up \
-                    if written[o.job.id] and not o.cancelled else o.follow_up
-                if nxt is not None:
-                    jobs.append(nxt)
-            if jobs:
-                self._schedule_in(tx, jobs, now)
-            self._notify_finished(tx, sorted(written))
+            written = yield Unit(self._finish_plain(finishes), "statement")
+        else:
+            written = yield Unit(self._finish_with_follow_ups(finishes, snoozes, follow),
+                                 "transaction")
+        return written
+
+    def _finish_plain(self, finishes: Sequence[Outcome]) -> Steps[set[int]]:
+        done = set((yield from self._finish(finishes, utcnow())))
+        yield from self._notify_finished(sorted(done))
+        return done
+
+    def _finish_with_follow_ups(self, finishes: Sequence[Outcome], snoozes: Sequence[Outcome],
+                                follow: Sequence[Outcome]) -> Steps[set[int]]:
+        now = utcnow()
+        finishes = list(finishes)
+        # Locks first, then the outcomes: a scheduler of the same pair waits for the
+        # whole completion instead of deadlocking with it. A snooze refused because a
+        # cancel was requested ends cancelled; a cron row's chain then goes on.
+        yield from self._pair_locks(pair_order([o.job for o in follow] +
+                                               [o.job for o in snoozes if o.job.is_cron]))
+        snoozed = set()
+        for o in snoozes:
+            if (yield "snooze", dict(id=o.job.id, token=o.job.attempts,
+                                     due=self._t(o.snooze_until), now=self._t(now))):
+                snoozed.add(o.job.id)
+            else:
+                finishes.append(rules.cancelled(o.job, now))
+        written = (yield from self._finish(finishes, now)) if finishes else {}
+        jobs = []
+        for o in finishes:
+            if o.job.id not in written:
+                continue
+            # A cancel requested while the job ran wins over its own outcome.
+            nxt = rules.cancelled(o.job, now).follow_up \
+                if written[o.job.id] and not o.cancelled else o.follow_up
+            if nxt is not None:
+                jobs.append(nxt)
+        if jobs:
+            yield from self._schedule_steps(jobs, now)
+        yield from self._notify_finished(sorted(written))
         return set(written) | snoozed
 
     def release_claim(self, job_id: int, token: int, *, crashed: bool = False) -> bool:
@@ -721,19 +865,29 @@ class Store(ABC):
         leaves rows the worker never heard of; without this they would wait for the
         stale limit.
         """
+        return self._run(self._release_unknown_op(worker_id, set(running)))
+
+    def _release_unknown_op(self, worker_id: str, running: set[int]) -> Op[list[int]]:
+        released: list[int] = yield Unit(self._release_unknown(worker_id, running),
+                                         "transaction")
+        return released
+
+    def _release_unknown(self, worker_id: str, running: set[int]) -> Steps[list[int]]:
         released = []
-        with self.transaction() as tx:
-            now = self._t(utcnow())
-            for row in tx.q("claimed_by_worker", worker=worker_id):
-                if row["id"] not in running:
-                    tx.q("reset_claim", id=row["id"], token=row["attempts"], now=now)
-                    released.append(int(row["id"]))
+        now = self._t(utcnow())
+        for row in (yield "claimed_by_worker", dict(worker=worker_id)):
+            if row["id"] not in running:
+                yield Send("reset_claim", dict(id=row["id"], token=row["attempts"], now=now))
+                released.append(int(row["id"]))
         return released
 
     def next_due(self) -> datetime | None:
         """The earliest ``due`` of a pending job, or None."""
-        rows = self.read("next_due")
-        return self._time(rows[0]["due"]) if rows else None
+        return self._run(self._next_due_op())
+
+    def _next_due_op(self) -> Op[datetime | None]:
+        rows = yield Unit(self._one("next_due"), "read")
+        return self._time(rows[0]["due"]) if rows and rows[0]["due"] is not None else None
 
     def heartbeat(self, worker_id: str, concurrency: int, pid: int) -> None:
         """Record that this worker process is alive (registering it the first time)."""
@@ -798,7 +952,7 @@ class Store(ABC):
         to_fail: list[Outcome] = []
         jobs, broken = self._decode(rows)
         # Unreadable rows cannot run: failed, not reset to loop forever.
-        unreadable = sorted(self._fail_rows(tx, broken, now)) if broken else []
+        unreadable = sorted(run_steps(tx, self._fail_rows(broken, now))) if broken else []
         t = self._t(now)
         for job in jobs:
             newer = [] if job.started is None else self._decode(tx.q(
@@ -1112,8 +1266,9 @@ class Store(ABC):
         read of the row, so that no sign is missed in between."""
         return FinishWatch()
 
-    def _notify_finished(self, tx: Tx, job_ids: Sequence[int]) -> None:  # noqa: B027
-        """Signal waiters that ``job_ids`` finished (when ``tx`` commits)."""
+    def _notify_finished(self, job_ids: Sequence[int]) -> Steps[None]:
+        """Signal waiters that ``job_ids`` finished (when the transaction commits)."""
+        yield from ()
 
     def children(self, job_id: int) -> list[WorkerJob]:
         """The rows that follow ``job_id`` (its retries, its cron chain's next run)."""

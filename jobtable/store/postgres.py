@@ -19,13 +19,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from jobtable import rules
 from jobtable._atexit import close_at_exit
@@ -41,7 +41,9 @@ from jobtable.model import (
 from jobtable.store.base import (
     DEFAULT_STALE_LIMIT,
     FinishWatch,
+    Op,
     Row,
+    Send,
     Steps,
     Store,
     TableHealth,
@@ -53,6 +55,7 @@ from jobtable.store.base import (
 )
 from jobtable.timeutil import utcnow
 
+T = TypeVar("T")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 # Pages of worker_jobs the history figures read on a large table (about 3 MB, some
 # 10,000 rows: each figure ~10 ms; 1,000 pages took ~25 ms each, five figures per scrape).
@@ -75,6 +78,10 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET TIME ZONE 'UTC'")
 
 
+async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
 class _PgTx:
     def __init__(self, conn: psycopg.Connection[Row]) -> None:
         self.conn = conn
@@ -90,6 +97,44 @@ class _PgTx:
             return _rows_one_by_one(cur)
 
 
+class _PgAsyncTx:
+    """The store's own queries on an asyncio connection, each prepared on first use. In
+    pipeline mode a ``Send`` is queued without waiting for its reply."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Row]) -> None:
+        self.conn = conn
+
+    async def q(self, name: str, **params: Any) -> list[Row]:
+        cur = await self.conn.execute(query(_QUERIES, name, "postgres"), params, prepare=True)
+        try:
+            return await cur.fetchall()
+        except psycopg.DataError:
+            return await _rows_one_by_one_async(cur)
+        except psycopg.ProgrammingError as exc:
+            # A statement without rows (in pipeline mode its result arrives only now).
+            if type(exc) is psycopg.ProgrammingError and cur.description is None:
+                return []
+            raise
+
+    async def send(self, name: str, params: dict[str, Any]) -> None:
+        await self.conn.execute(query(_QUERIES, name, "postgres"), params, prepare=True)
+
+
+async def _run_steps_pipelined(tx: _PgAsyncTx, steps: Steps[T]) -> T:
+    """``run_steps_async`` that sends a ``Send`` without waiting for its reply."""
+    try:
+        step = next(steps)
+        while True:
+            if isinstance(step, Send):
+                await tx.send(step.name, step.params)
+                step = steps.send([])
+            else:
+                name, params = step
+                step = steps.send(await tx.q(name, **params))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
 UNREADABLE = "__unreadable__"
 
 
@@ -100,23 +145,49 @@ def _rows_one_by_one(cur: psycopg.Cursor[Row]) -> list[Row]:
     claim or a rescue can fail that row alone)."""
     result = cur.pgresult
     assert result is not None and cur.description is not None
-    names = [d.name for d in cur.description]
     rows: list[Row] = []
     for index in range(result.ntuples):
         cur.scroll(index, mode="absolute")
         try:
             row = cur.fetchone()
         except psycopg.DataError as exc:
-            raw: Row = {UNREADABLE: _first_line(exc)}
-            for column in ("id", "type", "attempts"):
-                if column in names:
-                    value = result.get_value(index, names.index(column))
-                    raw[column] = None if value is None else bytes(value).decode()
-            rows.append(raw)
+            rows.append(_raw_row(cur, index, exc))
             continue
         if row is not None:
             rows.append(row)
     return rows
+
+
+async def _rows_one_by_one_async(cur: psycopg.AsyncCursor[Row]) -> list[Row]:
+    """``_rows_one_by_one`` on an asyncio cursor."""
+    result = cur.pgresult
+    assert result is not None and cur.description is not None
+    rows: list[Row] = []
+    for index in range(result.ntuples):
+        await cur.scroll(index, mode="absolute")
+        try:
+            row = await cur.fetchone()
+        except psycopg.DataError as exc:
+            rows.append(_raw_row(cur, index, exc))
+            continue
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _raw_row(cur: psycopg.Cursor[Row] | psycopg.AsyncCursor[Row], index: int,
+             exc: psycopg.DataError) -> Row:
+    """Row ``index`` of ``cur``'s result as its raw ``id``, ``type`` and ``attempts``, with
+    the reason it cannot be loaded under ``UNREADABLE``."""
+    result = cur.pgresult
+    assert result is not None and cur.description is not None
+    names = [d.name for d in cur.description]
+    raw: Row = {UNREADABLE: _first_line(exc)}
+    for column in ("id", "type", "attempts"):
+        if column in names:
+            value = result.get_value(index, names.index(column))
+            raw[column] = None if value is None else bytes(value).decode()
+    return raw
 
 
 class PostgresStore(Store):
@@ -126,9 +197,17 @@ class PostgresStore(Store):
     #: Pages of worker_jobs that the history figures read on a large table.
     sample_pages = SAMPLE_PAGES
 
+    #: Connections of the asyncio pool a worker opens (``open_async``): one claim, one
+    #: completion batch, and now and then a cancel check or a look at the next due.
+    async_pool_size = 3
+
     def __init__(self, url: str, *, stale_limit: timedelta = DEFAULT_STALE_LIMIT,
                  min_size: int = 1, max_size: int = 8, connect_timeout: float = 10.0) -> None:
         super().__init__(url, stale_limit=stale_limit)
+        self._connect_timeout = connect_timeout
+        self._apool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] | None = None
+        self._apool_loop: asyncio.AbstractEventLoop | None = None
+        self._apool_users = 0
         self._hb_conn: psycopg.Connection[Row] | None = None
         self._identity: tuple[Any, ...] | None = None
         self._hb_lock = threading.Lock()
@@ -269,6 +348,58 @@ class PostgresStore(Store):
                 self._hb_conn.close()
         self.pool.close()
 
+    # -- the worker's async side: an asyncio pool in the worker's loop ------------
+
+    async def open_async(self) -> None:
+        """Open a small asyncio pool (``async_pool_size`` connections, autocommit, UTC)
+        in the running loop; the worker's claims, completions, next-due looks, lost-claim
+        releases and cancel checks then run on it, without a thread. It connects in the
+        background: until a connection is ready, calls wait for one (at most the connect
+        timeout, then ``PoolTimeout``, a transient error)."""
+        loop = asyncio.get_running_loop()
+        if self._apool is not None and self._apool_loop is loop:
+            self._apool_users += 1
+            return
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
+            self.url, min_size=1, max_size=self.async_pool_size, open=False,
+            configure=_configure_async,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            connection_class=psycopg.AsyncConnection[Row], timeout=self._connect_timeout,
+            reconnect_timeout=3600, name="jobtable-async")
+        await pool.open(wait=False)
+        self._apool, self._apool_loop, self._apool_users = pool, loop, 1
+
+    async def close_async(self) -> None:
+        """Close the asyncio pool once its last user (worker) in this loop closes it."""
+        if self._apool is None or self._apool_loop is not asyncio.get_running_loop():
+            return
+        self._apool_users -= 1
+        if self._apool_users > 0:
+            return
+        pool, self._apool, self._apool_loop = self._apool, None, None
+        await pool.close()
+
+    async def _run_async(self, op: Op[T]) -> T:
+        """In the loop on the asyncio pool when ``open_async`` opened one in this loop
+        (else on a thread). A transaction is pipelined: its ``Send`` steps (locks,
+        writes whose rows are not read, NOTIFY) travel with the next statement."""
+        pool = self._apool
+        if pool is None or self._apool_loop is not asyncio.get_running_loop():
+            return await super()._run_async(op)
+        try:
+            unit = next(op)
+            while True:
+                async with pool.connection() as conn:
+                    tx = _PgAsyncTx(conn)
+                    if unit.mode == "transaction":
+                        async with conn.pipeline(), conn.transaction():
+                            result = await _run_steps_pipelined(tx, unit.steps)
+                    else:
+                        result = await _run_steps_pipelined(tx, unit.steps)
+                unit = op.send(result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
     # -- worker support: wake-ups and driver errors ---------------------------------
 
     def wakeups(self, event: asyncio.Event) -> Wakeups:
@@ -279,12 +410,12 @@ class PostgresStore(Store):
         """``LISTEN`` for finished jobs on a connection of its own."""
         return _ListenFinish(self.url)
 
-    def _notify_finished(self, tx: Any, job_ids: Sequence[int]) -> None:
+    def _notify_finished(self, job_ids: Sequence[int]) -> Steps[None]:
         if not job_ids:
             return
         payload = ",".join(map(str, job_ids))
         # NOTIFY payloads are limited to 8000 bytes: a longer batch says "look".
-        tx.q("notify_finished", payload=payload if len(payload) < 7900 else "*")
+        yield Send("notify_finished", {"payload": payload if len(payload) < 7900 else "*"})
 
     @classmethod
     def is_transient(cls, exc: BaseException) -> bool:
@@ -318,9 +449,9 @@ class PostgresStore(Store):
                 values[i] = value.astimezone(UTC)
         return job_from_values(values)
 
-    def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
+    def _pair_locks(self, pairs: Sequence[tuple[str, int]]) -> Steps[None]:
         if pairs:
-            tx.q("lock_pairs", keys=[pair_key(t, u) for t, u in pairs])
+            yield Send("lock_pairs", {"keys": [pair_key(t, u) for t, u in pairs]})
 
     def _write(self, jobs: Sequence[NewJob], cancelled: Sequence[bool],
                plan: rules.BatchPlan, now: datetime) -> Steps[list[WorkerJob]]:
@@ -368,13 +499,13 @@ class PostgresStore(Store):
             "priorities": _column([j.priority for j in jobs]),
             "trace_contexts": _column([_trace_json(j) for j in jobs])}
 
-    def _lock_limited(self, tx: Any, types: Sequence[str]) -> None:
+    def _lock_limited(self, types: Sequence[str]) -> Steps[None]:
         keys = sorted({pair_key(f"limit:{t}", 0) for t in types})
-        tx.q("lock_pairs", keys=keys)
+        yield Send("lock_pairs", {"keys": keys})
 
-    def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> dict[int, bool]:
-        rows = tx.q(
-            "finish_many", now=now, ids=[o.job.id for o in outcomes],
+    def _finish(self, outcomes: Sequence[Outcome], now: datetime) -> Steps[dict[int, bool]]:
+        rows = yield "finish_many", dict(
+            now=now, ids=[o.job.id for o in outcomes],
             tokens=[o.job.attempts for o in outcomes],
             successes=[o.success for o in outcomes],
             results=[Jsonb(o.result) for o in outcomes],
@@ -383,9 +514,6 @@ class PostgresStore(Store):
             cancelleds=[o.cancelled for o in outcomes],
             cancel_result=Jsonb(rules.CANCELLED_RESULT))
         return {int(r["id"]): bool(r["cancelled"]) for r in rows}
-
-    def _cancel_requests(self, ids: Sequence[int]) -> list[Row]:
-        return self.read("cancel_requests", ids=list(ids))
 
     def _delete_removable(self, tx: Any, now: datetime, failed_before: datetime,
                           keep_id: int, batch: int) -> int:

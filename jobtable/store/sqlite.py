@@ -210,8 +210,8 @@ class SqliteStore(Store):
             values[i] = bool(values[i])
         return job_from_values(values)
 
-    def _lock_pairs(self, tx: Any, pairs: Sequence[tuple[str, int]]) -> None:
-        pass  # BEGIN IMMEDIATE already serialises every writer
+    def _pair_locks(self, pairs: Sequence[tuple[str, int]]) -> Steps[None]:
+        yield from ()  # BEGIN IMMEDIATE already serialises every writer
 
     # The history figures read about this many ids, in this many blocks, once the
     # table spans four times as many (see _history_sample).
@@ -288,21 +288,19 @@ class SqliteStore(Store):
             pass
         return f"SQLite file {main or '(in memory)'!r}"
 
-    def _finish(self, tx: Any, outcomes: Sequence[Outcome], now: datetime) -> dict[int, bool]:
+    def _finish(self, outcomes: Sequence[Outcome], now: datetime) -> Steps[dict[int, bool]]:
         written = {}
         t = self._t(now)
         cancel_result = json.dumps(rules.CANCELLED_RESULT)
         for o in outcomes:
             remove_at = (self._t(now + timedelta(milliseconds=o.job.remove_delay))
                          if o.success else None)
-            for row in tx.q("finish", id=o.job.id, token=o.job.attempts, success=o.success,
-                            result=json.dumps(o.result), remove_at=remove_at, now=t,
-                            cancelled=o.cancelled, cancel_result=cancel_result):
+            for row in (yield "finish", dict(
+                    id=o.job.id, token=o.job.attempts, success=o.success,
+                    result=json.dumps(o.result), remove_at=remove_at, now=t,
+                    cancelled=o.cancelled, cancel_result=cancel_result)):
                 written[o.job.id] = bool(row["cancelled"])
         return written
-
-    def _cancel_requests(self, ids: Sequence[int]) -> list[Row]:
-        return self.read("cancel_requests", ids=json.dumps(list(ids)))
 
     def _delete_removable(self, tx: Any, now: datetime, failed_before: datetime,
                           keep_id: int, batch: int) -> int:

@@ -59,7 +59,7 @@ class Canceller:
         if not running:
             return []
         try:
-            asked = await asyncio.to_thread(self.shared.store.cancel_requests, running)
+            asked = await self.shared.store.cancel_requests_async(running)
         except Exception as exc:
             # The heartbeat and the claim loop report outages; try again next round.
             log.debug("cancel check failed: %s", first_line(exc))

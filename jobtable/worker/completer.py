@@ -76,7 +76,7 @@ class Completer:
         delay = 0.05
         while True:
             try:
-                written = await asyncio.to_thread(store.complete, batch)
+                written = await store.complete_async(batch)
                 break
             except Exception as exc:
                 error = exc
@@ -106,7 +106,7 @@ class Completer:
         written: set[int] = set()
         for outcome in batch:
             try:
-                written |= await asyncio.to_thread(store.complete, [outcome])
+                written |= await store.complete_async([outcome])
                 continue
             except Exception as exc:
                 if store.is_transient(exc):
@@ -119,7 +119,7 @@ class Completer:
                 .replace("\x00", "\\x00"),
                 "exception": type(error).__name__})
             try:
-                written |= await asyncio.to_thread(store.complete, [replacement])
+                written |= await store.complete_async([replacement])
             except Exception as exc:
                 log.error("job %d left unfinished: %s", outcome.job.id, first_line(exc))
         return written

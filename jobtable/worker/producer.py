@@ -14,7 +14,6 @@ waits for a wake-up or the poll interval (at most a second) rather than spinning
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -140,21 +139,20 @@ class Producer:
     async def _claim(self, limit: int) -> list[WorkerJob]:
         store, worker_id = self.shared.store, self.shared.worker_id
         if self._claim_uncertain:
-            released = await asyncio.to_thread(store.release_unknown_claims, worker_id,
-                                               set(self.shared.held))
+            released = await store.release_unknown_claims_async(worker_id,
+                                                                set(self.shared.held))
             if released:
                 log.warning("released jobs %s claimed by a claim whose reply was lost",
                             released)
             self._claim_uncertain = False
         self._claimed_at = utcnow()
         if self.queues is None:
-            return await asyncio.to_thread(store.claim, worker_id, limit,
-                                           self.settings.max_attempts, limits=self.limits)
+            return await store.claim_async(worker_id, limit, self.settings.max_attempts,
+                                           limits=self.limits)
         jobs: list[WorkerJob] = []
         for queue, free in self._free_by_queue(limit).items():
-            got = await asyncio.to_thread(store.claim, worker_id, free,
-                                          self.settings.max_attempts, queue=queue,
-                                          limits=self.limits)
+            got = await store.claim_async(worker_id, free, self.settings.max_attempts,
+                                          queue=queue, limits=self.limits)
             for job in got:
                 self._queue_of[job.id] = queue
             jobs.extend(got)
@@ -173,7 +171,7 @@ class Producer:
         if self.wakeups.listening:
             poll = max(poll, 10.0)  # the database wakes us; the poll is only a safety net
         try:
-            due = await asyncio.to_thread(self.shared.store.next_due)
+            due = await self.shared.store.next_due_async()
         except Exception:
             return poll
         if due is None:

@@ -102,6 +102,9 @@ class Worker:
             max_jobs=self.max_jobs, on_claim=self.on_claim, queues=self.queues,
             limits=self.jt.registry.limits())
         self.jt._subscribe(shared.wake)
+        # Claims and completions run in this loop where the store can (PostgreSQL's
+        # asyncio pool); the heartbeat and rescue keep a thread and connection of their own.
+        await self.store.open_async()
         for part in (rescuer, completer, wakeups, executor, canceller, producer):
             await part.start()
         log.info("worker %s started: concurrency %d on %s%s%s", self.id, self.concurrency,
@@ -117,6 +120,7 @@ class Worker:
             await completer.stop()
             await rescuer.stop()
             await wakeups.stop()
+            await self.store.close_async()
             self.jt._unsubscribe(shared.wake)
             try:
                 await asyncio.to_thread(self.store.unregister_worker, self.id)
