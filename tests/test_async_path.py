@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import (
+    BackgroundWorker,
     open_table,
     start_worker,
     stop_process,
@@ -259,3 +260,17 @@ def test_a_worker_keeps_draining_while_its_connections_are_killed(
     # (released before the next claim, at most one claim's worth per kill).
     assert claimed_again <= kills * concurrency, claimed_again
     assert "database reachable again" in log.read_text()
+
+
+def test_workers_of_one_jobtable_in_two_event_loops_each_open_and_close_their_pool(
+        pg_url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs", {"noop": NOOP_JOB}, recorder=False)
+    with open_table(pg_url, jobs) as jt:
+        jt.migrate()
+        jt.schedule_jobs([WorkerJobConfig(type="noop", user_id=i) for i in range(400)],
+                         return_rows=False)
+        with BackgroundWorker(jt, concurrency=5), BackgroundWorker(jt, concurrency=5):
+            wait_until(lambda: jt.count_jobs(status="succeeded") == 400, 60,
+                       "every job to finish")
+            assert len(jt.store._apools) == 2  # type: ignore[attr-defined]
+        assert jt.store._apools == {}  # type: ignore[attr-defined]

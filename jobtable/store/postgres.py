@@ -205,9 +205,10 @@ class PostgresStore(Store):
                  min_size: int = 1, max_size: int = 8, connect_timeout: float = 10.0) -> None:
         super().__init__(url, stale_limit=stale_limit)
         self._connect_timeout = connect_timeout
-        self._apool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] | None = None
-        self._apool_loop: asyncio.AbstractEventLoop | None = None
-        self._apool_users = 0
+        # The asyncio pool of each event loop that opened one (a process may run
+        # workers in several loops), with how many users it has.
+        self._apools: dict[asyncio.AbstractEventLoop,
+                           tuple[AsyncConnectionPool[psycopg.AsyncConnection[Row]], int]] = {}
         self._hb_conn: psycopg.Connection[Row] | None = None
         self._identity: tuple[Any, ...] | None = None
         self._hb_lock = threading.Lock()
@@ -357,35 +358,38 @@ class PostgresStore(Store):
         background: until a connection is ready, calls wait for one (at most the connect
         timeout, then ``PoolTimeout``, a transient error)."""
         loop = asyncio.get_running_loop()
-        if self._apool is not None and self._apool_loop is loop:
-            self._apool_users += 1
+        if loop in self._apools:
+            pool, users = self._apools[loop]
+            self._apools[loop] = (pool, users + 1)
             return
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
+        pool = AsyncConnectionPool(
             self.url, min_size=1, max_size=self.async_pool_size, open=False,
             configure=_configure_async,
             kwargs={"row_factory": dict_row, "autocommit": True},
             connection_class=psycopg.AsyncConnection[Row], timeout=self._connect_timeout,
             reconnect_timeout=3600, name="jobtable-async")
         await pool.open(wait=False)
-        self._apool, self._apool_loop, self._apool_users = pool, loop, 1
+        self._apools[loop] = (pool, 1)
 
     async def close_async(self) -> None:
-        """Close the asyncio pool once its last user (worker) in this loop closes it."""
-        if self._apool is None or self._apool_loop is not asyncio.get_running_loop():
+        """Close this loop's asyncio pool once its last user (worker) closes it."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._apools:
             return
-        self._apool_users -= 1
-        if self._apool_users > 0:
+        pool, users = self._apools.pop(loop)
+        if users > 1:
+            self._apools[loop] = (pool, users - 1)
             return
-        pool, self._apool, self._apool_loop = self._apool, None, None
         await pool.close()
 
     async def _run_async(self, op: Op[T]) -> T:
         """In the loop on the asyncio pool when ``open_async`` opened one in this loop
         (else on a thread). A transaction is pipelined: its ``Send`` steps (locks,
         writes whose rows are not read, NOTIFY) travel with the next statement."""
-        pool = self._apool
-        if pool is None or self._apool_loop is not asyncio.get_running_loop():
+        opened = self._apools.get(asyncio.get_running_loop())
+        if opened is None:
             return await super()._run_async(op)
+        pool = opened[0]
         try:
             unit = next(op)
             while True:
