@@ -274,3 +274,30 @@ def test_workers_of_one_jobtable_in_two_event_loops_each_open_and_close_their_po
                        "every job to finish")
             assert len(jt.store._apools) == 2  # type: ignore[attr-defined]
         assert jt.store._apools == {}  # type: ignore[attr-defined]
+
+
+def test_an_async_pool_without_a_free_connection_times_out_as_a_transient_error(
+        pg_url: str) -> None:
+    from jobtable.store.postgres import PostgresStore
+
+    with PostgresStore(pg_url, connect_timeout=0.5) as store:
+        store.migrate()
+
+        async def main() -> None:
+            await store.open_async()
+            try:
+                pool = store._apools[asyncio.get_running_loop()][0]
+                held = [await pool.getconn() for _ in range(store.async_pool_size)]
+                try:
+                    with pytest.raises(Exception) as caught:
+                        await store.claim_async("w", 1)
+                    assert type(caught.value).__name__ == "PoolTimeout"
+                    assert store.is_transient(caught.value)
+                finally:
+                    for conn in held:
+                        await pool.putconn(conn)
+                assert await store.claim_async("w", 1) == []
+            finally:
+                await store.close_async()
+
+        asyncio.run(main())
