@@ -400,7 +400,7 @@ def environment() -> dict[str, Any]:
 SWEEP: dict[str, tuple[str, list[dict[str, int]]]] = {
     "procrastinate": ("postgres", [{"concurrency": c} for c in (1, 2, 4, 8, 16, 32)]),
     "pgqueuer": ("postgres", [{"batch_size": b} for b in (10, 25, 50, 100, 200)]),
-    "jobtable": ("postgres", [{"concurrency": c} for c in (1, 5, 10, 20, 50)]),
+    "jobtable": ("postgres", [{"concurrency": c} for c in (1, 5, 10, 20, 50, 100, 200)]),
     "huey": ("sqlite", [{"workers": w} for w in (1, 2, 4, 8)]),
 }
 
