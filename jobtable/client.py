@@ -158,12 +158,13 @@ class JobTable:
 
     def _new_job(self, config: WorkerJobConfig, cron: str | None = None,
                  timezone: str | None = None, declared: bool = False,
-                 now: datetime | None = None) -> NewJob:
+                 now: datetime | None = None,
+                 batch: dict[str, tuple[NewJob, str]] | None = None) -> NewJob:
         if not isinstance(config, WorkerJobConfig):
             raise InvalidJobError(
                 f"expected a WorkerJobConfig, got {type(config).__name__}")
         if cron is None and not declared:
-            job = self._plain_job(config, now)
+            job = self._plain_job(config, now, batch)
             if job is not None:
                 return job
         valid = config.validated(self.registry.defaults(config.type), self._policy_settings())
@@ -181,11 +182,13 @@ class JobTable:
         elif self.strict and job_type not in self.known_types:
             raise UnknownJobTypeError(job_type, [*self.registry.names, *self.known_types])
 
-    def _plain_job(self, config: WorkerJobConfig, now: datetime | None) -> NewJob | None:
+    def _plain_job(self, config: WorkerJobConfig, now: datetime | None,
+                   batch: dict[str, tuple[NewJob, str]] | None = None) -> NewJob | None:
         """The row of a config that leaves every policy to its job type (the common
         case), from the type's row template: its module's defaults are checked once,
         not per job. None when the full check must run: the config sets a policy, or
         something in it is wrong (the full check names the first problem, as always).
+        ``batch`` keeps each type's template and data check for the rest of one call.
         """
         if (config.auto_reschedule_on_failure is not None
                 or config.auto_reschedule_on_failure_delay is not None
@@ -197,9 +200,15 @@ class JobTable:
         job_type, user_id = config.type, config.user_id
         if type(user_id) is not int or not -(2**63) <= user_id < 2**63:
             return None
-        template = self._template(job_type)
-        if template is None:
-            return None
+        plan = None if batch is None else batch.get(job_type)
+        if plan is None:
+            template = self._template(job_type)
+            if template is None:
+                return None
+            plan = (template, self._data_check(job_type))
+            if batch is not None:
+                batch[job_type] = plan
+        template, check = plan
         data: Any = config.data
         if data is None or (type(data) is dict and not data):
             data, data_json = {}, "{}"
@@ -218,9 +227,22 @@ class JobTable:
             unique_key = check_unique_key(config.unique_key)
         except InvalidJobError:
             return None
-        self._check_type(job_type, data)
+        if check == "data":
+            self.registry.check_data(job_type, data)
+        elif check == "unknown":
+            self._check_type(job_type, data)
         return rules.new_job_like(template, user_id=user_id, data=data, data_json=data_json,
                                   due=due or now or utcnow(), unique_key=unique_key)
+
+    def _data_check(self, job_type: str) -> str:
+        """What ``_check_type`` does for ``job_type``: ``"data"`` (check the data against
+        the module's ``Data``), ``"unknown"`` (refuse the type) or ``"none"``."""
+        if job_type in self.registry:
+            known = self.registry.get(job_type)
+            return "none" if known is None or known.data_type is None else "data"
+        if self.strict and job_type not in self.known_types:
+            return "unknown"
+        return "none"
 
     def _template(self, job_type: object) -> NewJob | None:
         """A new row of ``job_type`` with the policies its module and the settings give,
@@ -283,7 +305,8 @@ class JobTable:
         ids (a kept job: the id of the row it kept), which spares reading every new row
         back: the faster choice for large batches."""
         now = utcnow()
-        jobs = [self._new_job(c, now=now) for c in configs]
+        batch: dict[str, tuple[NewJob, str]] = {}
+        jobs = [self._new_job(c, now=now, batch=batch) for c in configs]
         if return_rows or connection is not None or self.settings.otel:
             rows = self._schedule(jobs, connection)
             return rows if return_rows else [r.id for r in rows]

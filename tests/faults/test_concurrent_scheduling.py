@@ -146,7 +146,7 @@ def test_bulk_schedulers_of_overlapping_pairs_leave_one_pending_job_per_match(
                 pytest.fail(f"more than one pending job for a pair and key: {found}")
             time.sleep(0.01)
         outputs = [p.communicate(timeout=60) for p in schedulers]
-        for p, (out, err) in zip(schedulers, outputs, strict=True):
+        for p, (_out, err) in zip(schedulers, outputs, strict=True):
             assert p.returncode == 0, f"a scheduler failed: {err[-2000:]}"
     finally:
         for p in schedulers:
