@@ -356,6 +356,13 @@ def plan_batch(jobs: Sequence[NewJob], pending: Sequence[WorkerJob] | None) -> B
     """
     if pending is None and needs_table_rows(jobs):
         raise ValueError("a batch with on_conflict='keep' needs the table's pending rows")
+    n = len(jobs)
+    if pending is None and len({(j.type, j.user_id) for j in jobs}) == n:
+        # Every job of its own pair: none matches another, the database cancels the rest.
+        return BatchPlan(insert=[True] * n, cancelled=[False] * n, kept=[None] * n,
+                         cancel_ids=[], matches=[Match(j.type, j.user_id, j.unique_key,
+                                                       j.cron_schedule is not None)
+                                                 for j in jobs if j.on_conflict == "replace"])
     # Live candidates per (type, user_id), oldest first: (origin, ref, type, user_id,
     # unique_key, is_cron). Only a job's own pair can match it, so a batch of n jobs of
     # n pairs costs O(n), not O(n^2).

@@ -183,5 +183,14 @@ def test_a_batch_plan_applies_each_jobs_on_conflict_as_if_one_after_another() ->
     assert fast.matches == [rules.Match("send", 3, "k", False), rules.Match("send", 4, "k",
                                                                             False)]
     assert fast.cancelled == [False, False] and fast.cancel_ids == []
+    # Each job of its own pair: an allowing job matches nothing; a repeated pair is
+    # planned job by job (the earlier one written cancelled, its match sent once).
+    own = rules.plan_batch([job(None, "allow"), job(None, "replace", user=4)], None)
+    assert own.matches == [rules.Match("send", 4, None, False)]
+    assert own.insert == [True, True] and own.cancelled == [False, False]
+    again = rules.plan_batch([job(None, "replace"), job("a", "allow", user=5),
+                              job(None, "replace")], None)
+    assert again.matches == [rules.Match("send", 3, None, False)]
+    assert again.cancelled == [True, False, False] and again.insert == [True] * 3
     assert rules.needs_table_rows([job(None, "keep")])
     assert not rules.needs_table_rows([job(None, "replace"), job(None, "allow")])
