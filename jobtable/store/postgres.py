@@ -474,15 +474,15 @@ class PostgresStore(Store):
         return {
             "now": now, "stale": self.stale_cutoff(now), "cancel_result": self.cancel_result(),
             # Sorted and distinct: the lock order of every scheduler.
-            "keys": sorted({pair_key(j.type, j.user_id) for j in jobs}),
+            "keys": _int_array(sorted({pair_key(j.type, j.user_id) for j in jobs})),
             "match_types": _column([m.type for m in matches]),
-            "match_users": [m.user_id for m in matches],
+            "match_users": _int_array([m.user_id for m in matches]),
             "match_keys": _column([m.unique_key for m in matches]),
             "match_crons": _column([m.crons for m in matches]),
             "cancel_ids": plan.cancel_ids,
             "payload": f"{min((j.due for j in jobs), default=now).timestamp():.6f}",
             "types": _column([j.type for j in jobs]),
-            "user_ids": [j.user_id for j in jobs],
+            "user_ids": _int_array([j.user_id for j in jobs]),
             "datas": _column([_data_json(j) for j in jobs]),
             "dues": _column([j.due for j in jobs]),
             "cron_schedules": _column([j.cron_schedule for j in jobs]),
@@ -624,6 +624,12 @@ def _column(values: list[Any]) -> list[Any]:
     if len(values) > 1 and values.count(values[0]) == len(values):
         return values[:1]
     return values
+
+
+def _int_array(values: list[int]) -> str:
+    """A bigint[] as its text ('{1,2,3}'): for a thousand ids, several times cheaper to
+    make than the driver's encoding of a list."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _ids(rows: list[Row]) -> list[int]:

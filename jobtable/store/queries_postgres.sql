@@ -164,9 +164,11 @@ SELECT jobtable_schedule_one_id(
 -- name: schedule_batch
 -- Rule 2 for a batch, returning the ids in batch order: see jobtable_schedule_batch()
 -- in the migrations (an array of one element stands for every job).
+-- :keys, :match_users and :user_ids come as the text of a bigint[].
 SELECT jobtable_schedule_batch(
-    :now, :stale, :cancel_result, :keys, :match_types, :match_users, :match_keys,
-    :match_crons, :cancel_ids, :payload, :types, :user_ids, :datas, :dues,
+    :now, :stale, :cancel_result, CAST(:keys AS bigint[]), :match_types,
+    CAST(:match_users AS bigint[]), :match_keys, :match_crons, :cancel_ids, :payload,
+    :types, CAST(:user_ids AS bigint[]), :datas, :dues,
     :cron_schedules, :cron_timezones, :auto_reschedules, :retry_delays, :remove_delays,
     :rescheduled_froms, :declareds, :cancelleds, :retry_counts, :max_retries, :backoffs,
     :max_backoffs, :unique_keys, :on_conflicts, :queues, :priorities,
