@@ -67,6 +67,9 @@ def job_logger(job: WorkerJob) -> logging.Logger:
     return logger
 
 
+_SUCCEEDED_NONE = RunResult(True, None)  # frozen: one serves every run that returns None
+
+
 def load_app_factory(spec: str | None) -> Any:
     """Import the ``package.module:factory`` named by ``spec``; None when no spec."""
     import importlib
@@ -343,7 +346,7 @@ async def _run_with_hooks(jt: JobType, job: WorkerJob, params: JobParams[Any],
         else:
             if _JOB_LOGS.isEnabledFor(logging.DEBUG):
                 logger.debug("succeeded in %.3fs", time.monotonic() - started)
-            outcome = RunResult(True, value)
+            outcome = _SUCCEEDED_NONE if value is None else RunResult(True, value)
             owners = (jt.module, *middleware)
             if hooks.defined("on_success", owners):
                 await hooks.fire("on_success", params, outcome.result, owners, executor,
