@@ -35,9 +35,9 @@ SELECT * FROM jobtable_claim(:worker, :limit, :now, :stale, :max_attempts,
 -- user's due rows are numbered (turn); with a per-user limit a row is taken only while
 -- turn + the user's running rows stays within it; FAIR takes every user's first turn,
 -- then every second one, and so on. Rows of the type are found through
--- worker_jobs_pending_match (num_nulls: see migration 0009). The UPDATE re-checks
--- that the row is still
--- pending, so a row claimed meanwhile by another path is never taken twice.
+-- worker_jobs_limited_order (num_nulls(finished, due): see migration 0012). The
+-- UPDATE re-checks that the row is still pending, so a row claimed meanwhile by
+-- another path is never taken twice.
 WITH running AS (
     SELECT user_id, COUNT(*) AS n FROM worker_jobs
     WHERE num_nulls(finished, started) = 1 AND started IS NOT NULL AND type = :type
@@ -47,7 +47,7 @@ cand AS (
     SELECT id, user_id, priority, due,
            ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY priority, due, id) AS turn
     FROM worker_jobs
-    WHERE type = :type AND num_nulls(finished) = 1 AND due <= :now
+    WHERE type = :type AND num_nulls(finished, due) = 1 AND due <= :now
       AND (started IS NULL OR (started < :stale AND attempts < :max_attempts))
       AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
       AND queue <> ALL(ARRAY(SELECT name FROM worker_queues
@@ -68,12 +68,12 @@ RETURNING j.*
 
 -- name: claim_limited_plain
 -- A limited type without a per-user limit or FAIR: its due rows in claim order, as
--- many as its limits leave (:limit). Found through worker_jobs_pending_match (the
--- type's unfinished rows; num_nulls: see migration 0009), then the first :limit of
--- them: a type with nothing due costs one index probe.
+-- many as its limits leave (:limit): worker_jobs_limited_order walked in claim order
+-- (num_nulls(finished, due): see migration 0012), stopping after the first :limit; a
+-- type with nothing due costs one index probe.
 WITH picked AS (
     SELECT id FROM worker_jobs
-    WHERE num_nulls(finished) = 1 AND type = :type AND due <= :now
+    WHERE num_nulls(finished, due) = 1 AND type = :type AND due <= :now
       AND (started IS NULL OR (started < :stale AND attempts < :max_attempts))
       AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
       AND queue <> ALL(ARRAY(SELECT name FROM worker_queues

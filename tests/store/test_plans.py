@@ -143,6 +143,47 @@ def test_a_session_that_started_on_an_empty_table_keeps_probing_the_index(
         store.close()
 
 
+def test_matching_on_a_table_never_analyzed_probes_the_match_index(pg_url: str) -> None:
+    """No statistics at all (a new database, a server without autovacuum): rule 2's
+    matching must still take the match index, not another index of unfinished rows
+    that leads with ``type`` (the limited claims' index once did, and each batch then
+    walked every pending row of the type)."""
+    store = PostgresStore(pg_url, min_size=1, max_size=1)
+    try:
+        store.migrate()
+        store.fill("noop", pending=2_000)
+        with store.pool.connection() as conn:
+            analyzed = conn.execute(
+                "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables "
+                "WHERE relname = 'worker_jobs'").fetchone()
+        assert analyzed == {"last_analyze": None, "last_autoanalyze": None}
+        plans: list[dict[str, Any]] = []
+
+        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+            text = diag.message_primary or ""
+            if "plan:" in text:
+                plans.append(json.loads(text.split("plan:", 1)[1]))
+
+        with store.pool.connection() as conn:
+            for sql in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                        "SET auto_explain.log_nested_statements = on",
+                        "SET auto_explain.log_format = json",
+                        "SET client_min_messages = log"):
+                conn.execute(sql)
+            conn.add_notice_handler(on_notice)
+        store.schedule([_job(1_000_000_001)])     # users of the backlog's rows
+        store.schedule([_job(1_000_000_002), _job(1_000_000_003)])
+        one = _scans(plans, "WHERE type = p_type AND user_id = p_user_id")
+        batch = [n for p in plans if "CROSS JOIN LATERAL" in p["Query Text"]
+                 for n in _nodes(p["Plan"]) if n.get("Relation Name") == "worker_jobs"]
+        assert one and batch
+        assert {s.get("Index Name") for s in one + batch} == {"worker_jobs_pending_match"}, \
+            one + batch
+        assert store.count_jobs(status="cancelled") == 3
+    finally:
+        store.close()
+
+
 def test_claim_and_completion_keep_their_indexes_with_stale_statistics(
         stale: tuple[PostgresStore, list[dict[str, Any]]]) -> None:
     store, plans = stale
