@@ -28,6 +28,25 @@ HISTORY = 30_000
 BACKLOG = 3_000
 
 
+def _log_plans(store: PostgresStore) -> list[dict[str, Any]]:
+    """Log the plans of every statement on the store's (single) connection into the
+    returned list, nested statements included (auto_explain)."""
+    plans: list[dict[str, Any]] = []
+
+    def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+        text = diag.message_primary or ""
+        if "plan:" in text:
+            plans.append(json.loads(text.split("plan:", 1)[1]))
+
+    with store.pool.connection() as conn:
+        for sql in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                    "SET auto_explain.log_nested_statements = on",
+                    "SET auto_explain.log_format = json", "SET client_min_messages = log"):
+            conn.execute(sql)
+        conn.add_notice_handler(on_notice)
+    return plans
+
+
 @pytest.fixture
 def stale(pg_url: str) -> Iterator[tuple[PostgresStore, list[dict[str, Any]]]]:
     """A store with one connection whose plans are logged into the returned list."""
@@ -42,19 +61,7 @@ def stale(pg_url: str) -> Iterator[tuple[PostgresStore, list[dict[str, Any]]]]:
         conn.execute("ANALYZE worker_jobs")
     # Due now: the claim has a backlog to walk; each row has its own user.
     store.fill("noop", pending=BACKLOG, pending_due=utcnow() - timedelta(seconds=1))
-    plans: list[dict[str, Any]] = []
-
-    def on_notice(diag: psycopg.errors.Diagnostic) -> None:
-        text = diag.message_primary or ""
-        if "plan:" in text:
-            plans.append(json.loads(text.split("plan:", 1)[1]))
-
-    with store.pool.connection() as conn:
-        for sql in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
-                    "SET auto_explain.log_nested_statements = on",
-                    "SET auto_explain.log_format = json", "SET client_min_messages = log"):
-            conn.execute(sql)
-        conn.add_notice_handler(on_notice)
+    plans = _log_plans(store)
     try:
         yield store, plans
     finally:
@@ -121,20 +128,7 @@ def test_a_session_that_started_on_an_empty_table_keeps_probing_the_index(
         for user in range(1, 21):              # the one-job function's plan is now cached
             store.schedule([_job(user)])
         store.fill("noop", pending=2_000)
-        plans: list[dict[str, Any]] = []
-
-        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
-            text = diag.message_primary or ""
-            if "plan:" in text:
-                plans.append(json.loads(text.split("plan:", 1)[1]))
-
-        with store.pool.connection() as conn:
-            for sql in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
-                        "SET auto_explain.log_nested_statements = on",
-                        "SET auto_explain.log_format = json",
-                        "SET client_min_messages = log"):
-                conn.execute(sql)
-            conn.add_notice_handler(on_notice)
+        plans = _log_plans(store)
         store.schedule([_job(5)])
         store.schedule([_job(6), _job(7)])
         scans = _scans(plans, "worker_jobs")
@@ -157,20 +151,7 @@ def test_matching_on_a_table_never_analyzed_probes_the_match_index(pg_url: str) 
                 "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables "
                 "WHERE relname = 'worker_jobs'").fetchone()
         assert analyzed == {"last_analyze": None, "last_autoanalyze": None}
-        plans: list[dict[str, Any]] = []
-
-        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
-            text = diag.message_primary or ""
-            if "plan:" in text:
-                plans.append(json.loads(text.split("plan:", 1)[1]))
-
-        with store.pool.connection() as conn:
-            for sql in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
-                        "SET auto_explain.log_nested_statements = on",
-                        "SET auto_explain.log_format = json",
-                        "SET client_min_messages = log"):
-                conn.execute(sql)
-            conn.add_notice_handler(on_notice)
+        plans = _log_plans(store)
         store.schedule([_job(1_000_000_001)])     # users of the backlog's rows
         store.schedule([_job(1_000_000_002), _job(1_000_000_003)])
         one = _scans(plans, "WHERE type = p_type AND user_id = p_user_id")
