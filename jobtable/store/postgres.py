@@ -317,7 +317,7 @@ class PostgresStore(Store):
         if not rules.needs_table_rows(jobs):
             name, params, flags = self._fast_call(jobs, now)
             return self._rows(jobs, flags, _ids((yield name, params)), now)
-        yield "lock_pairs", {"keys": [pair_key(t, u) for t, u in pair_order(jobs)]}
+        yield from self._pair_locks(pair_order(jobs))
         return (yield from self._schedule_steps(jobs, now))
 
     def _same_database(self, identity: list[Row]) -> str | None:
