@@ -1133,14 +1133,11 @@ class Store(ABC):
         may stop there: a result of ``at_most`` or more means "at least that many", and
         the cost is bounded by it (or, for pending and running, by the unfinished rows)
         instead of by the table's history."""
-        filters = dict(status=check_status(status), type=type,
-                       type_prefix=type_prefix or None, user_id=user_id)
-        if at_most is None:
-            rows = self.read("count_jobs", **filters)
-        else:
-            name = {"pending": "count_unfinished", "running": "count_running"}.get(
-                status or "", "count_jobs_capped")
-            rows = self.read(name, cap=max(0, at_most), **filters)
+        name = {"pending": "count_unfinished", "running": "count_running"}.get(
+            status or "", "count_jobs")
+        rows = self.read(name, status=check_status(status), type=type,
+                         type_prefix=type_prefix or None, user_id=user_id,
+                         cap=_NO_LIMIT if at_most is None else max(0, at_most))
         return int(rows[0]["n"])
 
     def history_sample(self) -> float:

@@ -161,22 +161,8 @@ ORDER BY id DESC
 LIMIT :limit OFFSET :offset
 
 -- name: count_jobs
-SELECT COUNT(*) AS n FROM worker_jobs
-WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)
-  AND (CAST(:type_prefix AS TEXT) IS NULL
-       OR substr(type, 1, length(CAST(:type_prefix AS TEXT))) = :type_prefix)
-  AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id)
-  AND (CAST(:status AS TEXT) IS NULL
-       OR (:status = 'pending' AND finished IS NULL AND started IS NULL)
-       OR (:status = 'running' AND finished IS NULL AND started IS NOT NULL)
-       OR (:status = 'succeeded' AND finished IS NOT NULL AND success = TRUE)
-       OR (:status = 'failed' AND finished IS NOT NULL AND success = FALSE
-           AND cancelled = FALSE)
-       OR (:status = 'cancelled' AND finished IS NOT NULL AND cancelled = TRUE))
-
--- name: count_jobs_capped
--- count_jobs, stopping at :cap rows: the jobs pages and `jobtable jobs` read at most
--- :cap rows to say "more than N" instead of counting a whole history.
+-- The rows list_jobs would list, counted up to :cap: the jobs pages and `jobtable jobs`
+-- read at most :cap rows to say "more than N" instead of counting a whole history.
 SELECT COUNT(*) AS n FROM (
     SELECT 1 FROM worker_jobs
     WHERE (CAST(:type AS TEXT) IS NULL OR type = :type)
