@@ -647,7 +647,7 @@ class Store(ABC):
                 [lim.type for lim in limited]), "statement")
         jobs, broken = self._decode(rows)
         if broken:
-            yield Unit(self._fail_rows(broken, None), "statement")
+            yield Unit(self._fail_rows(broken, utcnow()), "statement")
         jobs.sort(key=lambda j: (j.priority, j.due, j.id))
         return jobs
 
@@ -758,15 +758,9 @@ class Store(ABC):
                 broken.append((row, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]))
         return jobs, broken
 
-    def fail_unreadable(self, broken: Sequence[tuple[Row, str]]) -> set[int]:
+    def _fail_rows(self, broken: Sequence[tuple[Row, str]], now: datetime) -> Steps[set[int]]:
         """Fail rows (as claimed, with their ``attempts``) that cannot be read, fenced by
         that claim, with an error naming the problem; returns the ids written."""
-        with self.statement() as tx:
-            return run_steps(tx, self._fail_rows(broken, None))
-
-    def _fail_rows(self, broken: Sequence[tuple[Row, str]],
-                   now: datetime | None) -> Steps[set[int]]:
-        now = now or utcnow()
         outcomes = []
         for row, problem in broken:
             stand_in = WorkerJob(
